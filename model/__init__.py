@@ -1,0 +1,35 @@
+"""WF-VAE in PyTorch: weight-compatible with the official checkpoints, with exact Causal Cache streaming."""
+
+from .checkpoint import default_model_dir, load_wfvae, read_state_dict, save_wfvae
+from .config import WFVAEConfig, preset
+from .distribution import DiagonalGaussian
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    InputShapeError,
+    StreamingUnsupportedError,
+    VideoDecodeError,
+    WFVAEError,
+)
+from .streaming import DecodeStream, EncodeStream
+from .wfvae import WFVAE, ForwardOutput
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DecodeStream",
+    "DiagonalGaussian",
+    "EncodeStream",
+    "ForwardOutput",
+    "InputShapeError",
+    "StreamingUnsupportedError",
+    "VideoDecodeError",
+    "WFVAE",
+    "WFVAEConfig",
+    "WFVAEError",
+    "default_model_dir",
+    "load_wfvae",
+    "preset",
+    "read_state_dict",
+    "save_wfvae",
+]

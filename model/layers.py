@@ -1,0 +1,182 @@
+"""Building blocks of WF-VAE: causal and per-frame convolutions, norms, residual and attention blocks.
+
+Every block takes and returns video tensors (B, C, T, H, W). Blocks that look back in time take a
+`CausalContext` and keep their tail frames under their own `cache_key`, set once by the model.
+Module and parameter names follow the official checkpoints key for key.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .causal import CausalContext, causal_window
+
+__all__ = [
+    "CausalConv3d",
+    "ChannelNorm",
+    "FrameAttention",
+    "FrameConv2d",
+    "FrameDownsample",
+    "FrameUpsample",
+    "ResnetBlock2D",
+    "ResnetBlock3D",
+    "swish",
+]
+
+
+def swish(x: Tensor) -> Tensor:
+    return F.silu(x)
+
+
+class FrameConv2d(nn.Conv2d):
+    """A 2D convolution applied to every frame; runs as a (1, k, k) 3D convolution, no reshapes."""
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        pad = self.padding if isinstance(self.padding, tuple) else (self.padding, self.padding)
+        return F.conv3d(
+            x,
+            self.weight.unsqueeze(2),
+            self.bias,
+            stride=(1, *self.stride),
+            padding=(0, *pad),
+        )
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution padded in time by repeating the first frame (official `CausalConv3d`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 stride: int = 1, padding: int = 0, bias: bool = True) -> None:
+        super().__init__()
+        self.kernel_t = kernel_size
+        self.stride_t = stride
+        self.cache_key = ""
+        self.conv = nn.Conv3d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=(0, padding, padding), bias=bias
+        )
+
+    def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
+        if self.kernel_t == 1:
+            return self.conv(x)
+        window = causal_window(x, ctx, self.cache_key, self.kernel_t, self.stride_t)
+        if window.shape[2] == 0:
+            b, _, _, h, w = x.shape
+            (kh, kw), (sh, sw), (ph, pw) = self.conv.kernel_size[1:], self.conv.stride[1:], self.conv.padding[1:]
+            return x.new_empty((b, self.conv.out_channels, 0, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1))
+        return self.conv(window)
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at every position, or GroupNorm (32 groups) as configs name it.
+
+    LayerNorm keeps its official wrapper (`norm.weight`); GroupNorm is the bare torch module
+    (`weight`), as in the official checkpoints. `per_frame` GroupNorm normalises each frame alone
+    (the 2D blocks); otherwise GroupNorm spans (C, T, H, W) and so cannot stream exactly.
+    """
+
+    def __init__(self, channels: int, norm_type: str, *, per_frame: bool = False) -> None:
+        super().__init__()
+        self.norm_type = norm_type
+        self.per_frame = per_frame
+        if norm_type == "layernorm":
+            self.norm = nn.LayerNorm(channels, eps=1e-6)
+        else:
+            self.weight = nn.Parameter(torch.ones(channels))
+            self.bias = nn.Parameter(torch.zeros(channels))
+            self.groups = 32
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        if self.norm_type == "layernorm":
+            y = F.layer_norm(x.movedim(1, -1), self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+            return y.movedim(-1, 1)
+        if self.per_frame:
+            b, c, t, h, w = x.shape
+            frames = x.transpose(1, 2).reshape(b * t, c, h, w)
+            y = F.group_norm(frames, self.groups, self.weight, self.bias, 1e-6)
+            return y.reshape(b, t, c, h, w).transpose(1, 2)
+        return F.group_norm(x, self.groups, self.weight, self.bias, 1e-6)
+
+
+class ResnetBlock2D(nn.Module):
+    """Pre-activation residual block applied frame by frame (encoder level 1)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_type: str, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = ChannelNorm(in_channels, norm_type, per_frame=True)
+        self.conv1 = FrameConv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = ChannelNorm(out_channels, norm_type, per_frame=True)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = FrameConv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = FrameConv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(swish(self.norm1(x)))
+        h = self.conv2(self.dropout(swish(self.norm2(h))))
+        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x)
+        return shortcut + h
+
+
+class ResnetBlock3D(nn.Module):
+    """Pre-activation residual block with causal 3x3x3 convolutions."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_type: str, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = ChannelNorm(in_channels, norm_type)
+        self.conv1 = CausalConv3d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = ChannelNorm(out_channels, norm_type)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = CausalConv3d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
+        h = self.conv1(swish(self.norm1(x)), ctx)
+        h = self.conv2(self.dropout(swish(self.norm2(h))), ctx)
+        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x, ctx)
+        return shortcut + h
+
+
+class FrameAttention(nn.Module):
+    """Self-attention over the positions of each frame (official `AttnBlock3DFix`)."""
+
+    def __init__(self, channels: int, norm_type: str) -> None:
+        super().__init__()
+        self.norm = ChannelNorm(channels, norm_type)
+        self.q = CausalConv3d(channels, channels, 1)
+        self.k = CausalConv3d(channels, channels, 1)
+        self.v = CausalConv3d(channels, channels, 1)
+        self.proj_out = CausalConv3d(channels, channels, 1)
+
+    def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
+        b, c, t, h, w = x.shape
+        normed = self.norm(x)
+
+        def tokens(proj: CausalConv3d) -> Tensor:  # (B*T, H*W, C)
+            return proj(normed, ctx).permute(0, 2, 3, 4, 1).reshape(b * t, h * w, c)
+
+        out = F.scaled_dot_product_attention(tokens(self.q), tokens(self.k), tokens(self.v))
+        out = out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
+        return x + self.proj_out(out, ctx)
+
+
+class FrameDownsample(nn.Module):
+    """Halves height and width: zero pad right and bottom, 3x3 convolution with stride 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = FrameConv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class FrameUpsample(nn.Module):
+    """Doubles height and width: nearest-neighbour upsampling, then a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = FrameConv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"))

@@ -1,0 +1,104 @@
+"""Streams that encode and decode chunk by chunk with exactly the whole clip's result (Causal Cache).
+
+Each stream owns its `StreamState`; the model's modules hold no per-stream state, so any number
+of streams can run interleaved through one model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from .causal import CausalContext, StreamState
+from .config import SPATIAL_COMPRESSION
+from .errors import InputShapeError, StreamingUnsupportedError
+from .validation import check_frame_count, check_latent, check_video_chunk
+
+if TYPE_CHECKING:
+    from .wfvae import WFVAE
+
+__all__ = ["DecodeStream", "EncodeStream"]
+
+
+class _Stream:
+    def __init__(self, vae: WFVAE) -> None:
+        if not vae.config.streams_exactly:
+            raise StreamingUnsupportedError(vae.config.norm_type)
+        self._vae = vae
+        self._state = StreamState()
+        self._geometry: tuple[int, int, int] | None = None  # (B, H, W) of the first chunk
+        self._frames_in = 0
+        self._closed = False
+
+    @property
+    def frames_in(self) -> int:
+        return self._frames_in
+
+    @property
+    def state(self) -> StreamState:
+        return self._state
+
+    def _admit(self, chunk: Tensor, what: str) -> Tensor:
+        if self._closed:
+            raise InputShapeError(f"this {what} stream was flushed; start a new one")
+        b, _, _, h, w = chunk.shape
+        if self._geometry is None:
+            self._geometry = (b, h, w)
+        elif self._geometry != (b, h, w):
+            raise InputShapeError(
+                f"chunk batch/height/width {(b, h, w)} differ from the stream's first chunk {self._geometry}"
+            )
+        self._frames_in += chunk.shape[2]
+        return self._vae.to_model_dtype(chunk)
+
+
+class EncodeStream(_Stream):
+    """Push video frames (B, 3, t, H, W); get the moments of every latent frame determined so far.
+
+    Latent frame m is determined by input frame 4m, so it comes out of the push that brings it.
+    """
+
+    def push(self, chunk: Tensor) -> Tensor:
+        """Returns moments (B, 2 * latent_dim, n, H/8, W/8), n >= 0."""
+        chunk = self._admit(check_video_chunk(chunk), "encode")
+        return self._vae.encoder(chunk, CausalContext(self._state, final=False)).moments
+
+    def flush(self) -> Tensor:
+        """Ends the stream. The encoder holds nothing back, so this checks T = 1 + 4k and returns
+        zero frames of moments."""
+        if self._geometry is None:
+            raise InputShapeError("the encode stream received no frames")
+        check_frame_count(self._frames_in)
+        self._closed = True
+        b, h, w = self._geometry
+        channels = 2 * self._vae.config.latent_dim
+        param = next(self._vae.parameters())
+        return param.new_empty((b, channels, 0, h // SPATIAL_COMPRESSION, w // SPATIAL_COMPRESSION))
+
+
+class DecodeStream(_Stream):
+    """Push latent frames (B, C, t, h, w); get every video frame determined so far.
+
+    The decoder's temporal upsampling needs the next latent frame, so the last 1-4 video frames of
+    each push are held back until the next push or `flush`.
+    """
+
+    def push(self, chunk: Tensor) -> Tensor:
+        """Returns video frames (B, 3, n, 8h, 8w), n >= 0."""
+        chunk = check_latent(chunk, self._vae.config.latent_dim, allow_empty_time=True)
+        chunk = self._admit(chunk, "decode")
+        if chunk.shape[2] == 0:
+            b, h, w = self._geometry or (0, 0, 0)
+            return chunk.new_empty((b, 3, 0, h * SPATIAL_COMPRESSION, w * SPATIAL_COMPRESSION))
+        return self._vae.decoder(chunk, CausalContext(self._state, final=False)).video
+
+    def flush(self) -> Tensor:
+        """Ends the stream and returns the frames held back."""
+        if self._geometry is None or self._frames_in == 0:
+            raise InputShapeError("the decode stream received no latent frames")
+        self._closed = True
+        b, h, w = self._geometry
+        param = next(self._vae.parameters())
+        empty = param.new_empty((b, self._vae.config.latent_dim, 0, h, w))
+        return self._vae.decoder(empty, CausalContext(self._state, final=True)).video

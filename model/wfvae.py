@@ -1,0 +1,114 @@
+"""WF-VAE: the model, whole-clip and chunked encode/decode (arXiv 2411.17459)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .causal import WHOLE_CLIP
+from .config import WFVAEConfig
+from .decoder import Decoder
+from .distribution import DiagonalGaussian
+from .encoder import Encoder
+from .errors import InputShapeError
+from .streaming import DecodeStream, EncodeStream
+from .validation import check_latent, check_video
+
+__all__ = ["WFVAE", "ForwardOutput"]
+
+
+class ForwardOutput(NamedTuple):
+    """A training step's view: reconstruction, posterior, and both ends of the energy flow."""
+
+    reconstruction: Tensor
+    posterior: DiagonalGaussian
+    encoder_l1: Tensor
+    decoder_l1: Tensor
+    encoder_l2: Tensor
+    decoder_l2: Tensor
+
+
+class WFVAE(nn.Module):
+    """The WF-VAE autoencoder; state-dict keys are the official checkpoints' keys."""
+
+    def __init__(self, config: WFVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # Every causal layer's stream-state key is its module path, fixed here once.
+        for name, module in self.named_modules():
+            if hasattr(module, "cache_key"):
+                module.cache_key = name
+
+    # -- whole clip, or chunked through a stream -------------------------------------------
+    def encode(self, x: Tensor, chunk_frames: int | None = None) -> DiagonalGaussian:
+        """x: (B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of 8."""
+        x = self.to_model_dtype(check_video(x))
+        if chunk_frames is None:
+            return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
+        _check_chunk_size(chunk_frames, "chunk_frames")
+        stream = self.encode_stream()
+        pieces = [stream.push(x[:, :, i : i + chunk_frames]) for i in range(0, x.shape[2], chunk_frames)]
+        pieces.append(stream.flush())
+        return DiagonalGaussian(torch.cat(pieces, dim=2))
+
+    def decode(self, z: Tensor, chunk_latents: int | None = None) -> Tensor:
+        """z: (B, latent_dim, t, h, w) -> video (B, 3, 1 + 4(t - 1), 8h, 8w)."""
+        z = self.to_model_dtype(check_latent(z, self.config.latent_dim))
+        if chunk_latents is None:
+            return self.decoder(z, WHOLE_CLIP).video
+        _check_chunk_size(chunk_latents, "chunk_latents")
+        stream = self.decode_stream()
+        pieces = [stream.push(z[:, :, i : i + chunk_latents]) for i in range(0, z.shape[2], chunk_latents)]
+        pieces.append(stream.flush())
+        return torch.cat(pieces, dim=2)
+
+    def encode_stream(self) -> EncodeStream:
+        """A new encode stream; raises `StreamingUnsupportedError` for GroupNorm configs."""
+        return EncodeStream(self)
+
+    def decode_stream(self) -> DecodeStream:
+        return DecodeStream(self)
+
+    def forward(self, x: Tensor, sample_posterior: bool = True,
+                generator: torch.Generator | None = None) -> ForwardOutput:
+        """Whole-clip reconstruction for training, with the energy-flow coefficients for the WL loss."""
+        x = self.to_model_dtype(check_video(x))
+        encoded = self.encoder(x, WHOLE_CLIP)
+        posterior = DiagonalGaussian(encoded.moments)
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        decoded = self.decoder(z, WHOLE_CLIP)
+        return ForwardOutput(
+            decoded.video, posterior, encoded.l1_coeffs, decoded.l1_coeffs, encoded.l2_coeffs, decoded.l2_coeffs
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+    def to_model_dtype(self, x: Tensor) -> Tensor:
+        param = next(self.parameters())
+        return x.to(device=param.device, dtype=param.dtype)
+
+    def last_layer_weight(self) -> Tensor:
+        """The decoder's last convolution weight (for the GAN loss's adaptive weight)."""
+        return self.decoder.conv_out.weight
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters as the official code counts them (paper Table 3).
+
+        The official encoder keeps its two 3D Haar filter banks as frozen parameters (the
+        decoder's inverse filters are buffers); here all fixed filters are buffers, so the
+        encoder's banks are added back for a like-for-like figure.
+        """
+        haar_banks = (self.encoder.wavelet_transform_in, self.encoder.wavelet_transform_l2)
+        return {
+            "encoder": sum(p.numel() for p in self.encoder.parameters()) + sum(m.filters.numel() for m in haar_banks),
+            "decoder": sum(p.numel() for p in self.decoder.parameters()),
+        }
+
+
+def _check_chunk_size(size: int, name: str) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise InputShapeError(f"{name} must be a positive integer, got {size!r}")
+
