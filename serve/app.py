@@ -1,0 +1,108 @@
+"""The Ray Serve deployment and its typed builder: `serve run serve.app:build_app`."""
+
+# No `from __future__ import annotations` here: Serve reads `build_app`'s annotation at run time
+# to validate a config's `args:` into `ServeArgs`, and a string annotation would skip that.
+
+import asyncio
+import logging
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+from .api import create_api
+from .engine import Job, JobResult, LatentEngine
+from .settings import ServeArgs, ServeSettings, resolve_settings
+
+__all__ = ["LatentServer", "build_app"]
+
+logger = logging.getLogger(__name__)
+
+# Defaults for one CPU replica; `build_app` sets the real values from the settings.
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_S = 0.02
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "num_gpus": 0},
+    max_ongoing_requests=32,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 8},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=30,
+)
+@serve.ingress()
+class LatentServer:
+    """One replica: loads the model in the background, batches same-shape requests, serves HTTP."""
+
+    async def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self._batch.set_max_batch_size(settings.max_batch_size)
+        self._batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        # Loading runs off the event loop, so /healthz answers and /readyz says "loading" meanwhile.
+        self._loading: asyncio.Task[LatentEngine] = asyncio.create_task(
+            asyncio.to_thread(self._load)
+        )
+
+    def _load(self) -> LatentEngine:
+        engine = LatentEngine(self.settings)
+        engine.warm_up()
+        logger.info("replica %s ready: %s", self.replica_id, engine.encoder.model_id)
+        return engine
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self, self.settings)
+
+    async def engine(self) -> LatentEngine:
+        """The loaded engine; waits for loading, and a request timing out does not cancel it."""
+        return await asyncio.shield(self._loading)
+
+    def load_state(self) -> tuple[bool, str | None]:
+        """(ready, why not) for /readyz."""
+        if not self._loading.done():
+            return False, None
+        error = self._loading.exception()
+        if error is not None:
+            return False, f"{type(error).__name__}: {error}"
+        return True, None
+
+    async def submit(self, job: Job) -> JobResult:
+        return await self._batch(job)
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
+    async def _batch(self, jobs: list[Job]) -> list[JobResult]:
+        engine = await self.engine()
+        # Off the event loop: HTTP parsing, video decoding and the next batch's gathering go on.
+        return await asyncio.to_thread(engine.run, jobs)
+
+    async def check_health(self) -> None:
+        """Serve's health probe: a replica whose model failed to load is replaced."""
+        ready, problem = self.load_state()
+        if problem is not None:
+            raise RuntimeError(f"model failed to load: {problem}")
+
+
+def _gpus_per_replica(setting: float | str) -> float:
+    """'auto': one GPU per replica when the cluster has any, else none."""
+    if setting != "auto":
+        return float(setting)
+    if ray.is_initialized():
+        return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    import torch
+
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
+def build_app(args: ServeArgs) -> Application:
+    """The service as a Serve application; `args` come from a config's `args:` or from Python."""
+    settings = resolve_settings(args)
+    return LatentServer.options(
+        ray_actor_options={
+            "num_cpus": settings.num_cpus,
+            "num_gpus": _gpus_per_replica(settings.num_gpus),
+        },
+        max_ongoing_requests=settings.max_ongoing_requests,
+        autoscaling_config=settings.autoscaling_config(),
+    ).bind(settings)

@@ -1,0 +1,139 @@
+"""Request bodies under a size cap: raw bytes, a multipart upload, or a video named by URI."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.storage import StorageSettings, open_fs
+
+from .errors import MalformedInput, PayloadTooLarge, UnsupportedMediaType
+
+__all__ = [
+    "VIDEO_BODY_TYPES",
+    "EncodeURIRequest",
+    "content_type_of",
+    "read_body",
+    "video_from_body",
+]
+
+MULTIPART = "multipart/form-data"
+JSON = "application/json"
+# Raw container bytes: any video/* type, or untyped bytes.
+RAW_VIDEO_TYPES = ("application/octet-stream",)
+VIDEO_BODY_TYPES = ["video/*", *RAW_VIDEO_TYPES, MULTIPART, JSON]
+UPLOAD_FIELD = "video"
+
+
+class EncodeURIRequest(BaseModel):
+    """The JSON body of `/encode`: a video in object storage (`s3://bucket/key.mp4`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(min_length=1, description="object-storage URI of the video")
+
+
+def content_type_of(request: Request) -> str:
+    """The media type, lower case, without parameters (`multipart/form-data; boundary=x` -> ...)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing one over `limit` bytes before (Content-Length) or while reading."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("request body", int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("request body", None, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def video_from_body(
+    request: Request,
+    body: bytes,
+    limit: int,
+    allowed_schemes: list[str],
+    storage: StorageSettings,
+) -> tuple[bytes, str]:
+    """The video container bytes carried by (or named by) an `/encode` body, and its source:
+    the URI a JSON body named, else `sha256:<digest>` of the bytes (for clip keys)."""
+    content_type = content_type_of(request)
+    if content_type.startswith("video/") or content_type in RAW_VIDEO_TYPES:
+        video = body
+    elif content_type == MULTIPART:
+        video = await _uploaded_video(request, body)
+    elif content_type == JSON:
+        uri = _uri_request(body).uri
+        return await _fetch_uri(uri, limit, allowed_schemes, storage), uri
+    else:
+        raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
+    return video, "sha256:" + hashlib.sha256(video).hexdigest()
+
+
+def _uri_request(body: bytes) -> EncodeURIRequest:
+    try:
+        return EncodeURIRequest.model_validate(json.loads(body))
+    except (ValueError, UnicodeDecodeError) as error:  # ValidationError is a ValueError
+        if isinstance(error, ValidationError):
+            raise
+        raise MalformedInput(f'JSON body must be {{"uri": "s3://bucket/key"}}: {error}') from error
+
+
+async def _uploaded_video(request: Request, body: bytes) -> bytes:
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=8)
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise MalformedInput(f"multipart body could not be parsed: {error.message}") from error
+    try:
+        upload = form.get(UPLOAD_FIELD)
+        if upload is None or isinstance(upload, str):
+            raise MalformedInput(f"multipart body has no file field named {UPLOAD_FIELD!r}")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+async def _fetch_uri(
+    uri: str, limit: int, allowed_schemes: list[str], storage: StorageSettings
+) -> bytes:
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme not in allowed_schemes:
+        raise MalformedInput(
+            f"URI {uri!r} has scheme {scheme or '(none)'!r}; allowed: {', '.join(allowed_schemes)}"
+        )
+    return await asyncio.to_thread(_read_object, uri, limit, storage)
+
+
+def _read_object(uri: str, limit: int, storage: StorageSettings) -> bytes:
+    try:
+        fs, path = open_fs(uri, storage)
+        size = fs.size(path)
+        if size is not None and size > limit:
+            raise PayloadTooLarge(f"object {uri}", int(size), limit)
+        with fs.open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError as error:
+        raise MalformedInput(f"no object at {uri}") from error
+    except PermissionError as error:
+        raise MalformedInput(f"the service may not read {uri}: {error}") from error
+    except (OSError, ValueError) as error:
+        raise MalformedInput(f"cannot read {uri}: {type(error).__name__}: {error}") from error
+    if len(data) > limit:
+        raise PayloadTooLarge(f"object {uri}", None, limit)
+    return data

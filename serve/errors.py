@@ -1,0 +1,150 @@
+"""The HTTP layer's errors and the one table mapping every domain error to a status code.
+
+    WFVAEError (model.errors)          base of every error the project raises on purpose
+    ├── VideoDecodeError               400 the video cannot be read, decoded or sampled
+    ├── InputShapeError                422 a tensor of the wrong rank, size or values
+    ├── ConfigError                    422 settings the model cannot honour
+    ├── CheckpointError                503 the replica has no usable model
+    └── RequestError                   base of the errors below, each with its own status
+        ├── Unauthorized               401 missing or wrong bearer token
+        ├── PayloadTooLarge            413 body or object over `max_body_bytes`
+        ├── UnsupportedMediaType       415 a content type the route does not read
+        ├── MalformedInput             400 bytes that do not parse as the format they claim
+        ├── LimitExceeded              422 frames, resolution, clips or latent size over a limit
+        └── RequestTimeout             504 the work took longer than `request_timeout_s`
+
+A FastAPI or pydantic validation error is 422. Anything else is a bug: 500, logged with its traceback.
+Every error answer is JSON `{"error": <class name>, "detail": <message>}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from model.errors import CheckpointError, ConfigError, InputShapeError, VideoDecodeError, WFVAEError
+
+__all__ = [
+    "LimitExceeded",
+    "MalformedInput",
+    "PayloadTooLarge",
+    "RequestError",
+    "RequestTimeout",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "install_error_handlers",
+    "status_for",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class RequestError(WFVAEError):
+    """A request the service refuses; `status` is its HTTP code."""
+
+    status = 400
+
+
+class Unauthorized(RequestError):
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("missing or invalid bearer token (send 'Authorization: Bearer <token>')")
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+    def __init__(self, what: str, size: int | None, limit: int) -> None:
+        seen = f"{size} bytes" if size is not None else "more"
+        super().__init__(f"{what} is {seen}; the limit is {limit} bytes")
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+    def __init__(self, content_type: str, accepted: list[str]) -> None:
+        super().__init__(
+            f"content type {content_type or '(none)'!r} is not accepted here; send one of: "
+            + ", ".join(accepted)
+        )
+
+
+class MalformedInput(RequestError):
+    status = 400
+
+
+class LimitExceeded(RequestError):
+    status = 422
+
+
+class RequestTimeout(RequestError):
+    status = 504
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request took longer than {seconds:g} s and was abandoned")
+
+
+# Order matters: the first class the error is an instance of decides.
+_STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
+    (VideoDecodeError, 400),
+    (InputShapeError, 422),
+    (ConfigError, 422),
+    (CheckpointError, 503),
+)
+
+
+def status_for(error: BaseException) -> int:
+    """The HTTP status of a domain error (500 for anything not refused on purpose)."""
+    if isinstance(error, RequestError):
+        return error.status
+    for kind, status in _STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 422 if isinstance(error, WFVAEError) else 500
+
+
+def error_response(error: BaseException) -> JSONResponse:
+    """The JSON answer for `error`; 401 also names the auth scheme."""
+    status = status_for(error)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"error": type(error).__name__, "detail": str(error)}, status_code=status, headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every domain error through `status_for`; validation errors keep FastAPI's 422 body."""
+
+    async def on_domain_error(request: Request, error: Exception) -> JSONResponse:
+        status = status_for(error)
+        log = logger.error if status >= 500 else logger.info
+        log("%s %s -> %d %s: %s", request.method, request.url.path, status,
+            type(error).__name__, error)
+        return error_response(error)
+
+    async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
+        errors = error.errors() if isinstance(error, RequestValidationError | ValidationError) else []
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in errors
+        ]
+        logger.info("%s %s -> 422 validation: %s", request.method, request.url.path, detail)
+        return JSONResponse({"error": "ValidationError", "detail": detail}, status_code=422)
+
+    async def on_bug(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("%s %s -> 500", request.method, request.url.path, exc_info=error)
+        return JSONResponse(
+            {"error": "InternalError", "detail": "internal error; see the replica's log"},
+            status_code=500,
+        )
+
+    app.add_exception_handler(WFVAEError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    # Settings built inside a handler (e.g. the pipeline's ClipSettings) validate with pydantic too.
+    app.add_exception_handler(ValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_bug)

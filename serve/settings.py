@@ -1,0 +1,116 @@
+"""Service settings: one typed model for `build_app(args)`, read from `WFVAE_SERVE_*` env vars."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.clips import ClipSettings
+from pipeline.encoding import EncoderSettings
+from pipeline.storage import StorageSettings
+
+__all__ = ["ServeArgs", "ServeSettings", "resolve_settings"]
+
+MIB = 1024 * 1024
+
+
+class ServeArgs(BaseModel):
+    """Everything the service can be told; the `args:` of a Serve config YAML validate against this.
+
+    Fields left out fall back to `WFVAE_SERVE_<FIELD>` environment variables, then to these defaults
+    (see `resolve_settings`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # --- the model: the pipeline's own settings, so /encode matches what the pipeline writes ---
+    encoder: EncoderSettings = Field(
+        default_factory=EncoderSettings,
+        description="model source, dtype, device, Causal Cache chunk, default latent kind and seed",
+    )
+    clip: ClipSettings = Field(
+        default_factory=ClipSettings,
+        description="default clip settings of /encode; each field can be overridden per request",
+    )
+    chunk_latents: int | None = Field(
+        default=None, ge=1, description="decode long latents this many latent frames at a time"
+    )
+    torch_threads: int | None = Field(default=None, ge=1, description="torch CPU threads")
+
+    # --- security and limits ---------------------------------------------------------------
+    auth_token: SecretStr | None = Field(
+        default=None, description="bearer token required on every route but /healthz and /readyz"
+    )
+    max_body_bytes: int = Field(default=64 * MIB, ge=1)
+    max_frames: int = Field(default=129, ge=1, description="frames per clip, and per decode")
+    max_pixels: int = Field(default=512 * 512, ge=64, description="height * width of a clip")
+    max_clips: int = Field(default=8, ge=1, description="clips per /encode request")
+    max_latent_elements: int = Field(default=8 * 33 * 64 * 64, ge=1)
+    max_json_elements: int = Field(
+        default=65_536, ge=1, description="largest tensor answered or accepted as JSON"
+    )
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["s3", "gs", "gcs"])
+    storage: StorageSettings = Field(
+        default_factory=StorageSettings, description="how to reach object storage for URI bodies"
+    )
+
+    # --- batching and scaling --------------------------------------------------------------
+    max_batch_size: int = Field(default=8, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.02, ge=0)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=8.0, gt=0)
+    upscale_delay_s: float = Field(default=10.0, ge=0)
+    downscale_delay_s: float = Field(default=300.0, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs reserved per replica")
+    num_gpus: float | Literal["auto"] = Field(
+        default="auto", description="'auto': one GPU per replica when the cluster has GPUs"
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ServeArgs:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) below max_batch_size "
+                f"({self.max_batch_size}) would keep batches from filling"
+            )
+        bad = [s for s in self.allowed_uri_schemes if s in {"file", "local", "http", "https"}]
+        if bad:
+            raise ValueError(f"URI schemes {bad} would let callers read local files or any host")
+        return self
+
+    def autoscaling_config(self) -> dict[str, object]:
+        """Serve's autoscaling config for the deployment."""
+        return {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "initial_replicas": self.initial_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
+
+
+class ServeSettings(BaseSettings, ServeArgs):
+    """`ServeArgs` filled from the environment: `WFVAE_SERVE_MAX_BODY_BYTES=1048576`,
+    `WFVAE_SERVE_ENCODER__SOURCE=/models/wfvae-l`, `WFVAE_SERVE_AUTH_TOKEN=...`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WFVAE_SERVE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+
+def resolve_settings(args: ServeArgs) -> ServeSettings:
+    """Explicit args win; fields they leave out come from the environment, then the defaults."""
+    if isinstance(args, ServeSettings):
+        return args
+    return ServeSettings(**args.model_dump(exclude_unset=True))
