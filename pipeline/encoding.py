@@ -1,0 +1,207 @@
+"""ClipEncoder: the model loaded once, mapping same-shape clip batches to latents (shared with serve, Ray-free)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from model import load_wfvae
+from pipeline.clips import clip_to_tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ClipEncoder",
+    "EncoderSettings",
+    "LatentKind",
+    "model_identity",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+LatentKind = Literal["mean", "sample", "moments"]
+HASH_CHUNK = 2**20
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+class EncoderSettings(BaseModel):
+    """Which model encodes, on what device and precision, and which latent it returns."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    source: str | None = Field(
+        default=None, description="model dir, weights file or hub id; default: the bundled model"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    device: str = Field(default="auto", description="auto: cuda when available, else cpu")
+    chunk_frames: int | None = Field(
+        default=None,
+        ge=1,
+        description="Causal Cache chunk (frames) for long clips; None: whole clip",
+    )
+    latent_kind: LatentKind = Field(
+        default="mean",
+        description="mean, a sample (seeded per clip key), or the moments (mean, logvar)",
+    )
+    seed: int = Field(default=0, description="base seed for latent_kind='sample'")
+    model_id: str | None = Field(
+        default=None,
+        description="the model's id in keys and metadata; default: name + weights hash",
+    )
+
+
+def resolve_source(source: str | Path | None) -> str:
+    """The model source, the bundled model when none is given."""
+    if source is None:
+        from model import default_model_dir
+
+        return str(default_model_dir())
+    return str(source)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`auto`/None: cuda when available, else cpu."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`auto`/None: bfloat16 (or float16 where bf16 is unsupported) on GPU, float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, dtype)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_identity(source: str | Path | None) -> str:
+    """`name-<sha256 of the weights>[:12]` for local models, the hub id itself otherwise."""
+    path = Path(resolve_source(source))
+    if path.is_dir():
+        weights = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if weights:
+            digest = hashlib.sha256("".join(_file_digest(w) for w in weights).encode()).hexdigest()
+            return f"{path.name}-{digest[:12]}"
+        return path.name
+    if path.is_file():
+        return f"{path.stem}-{_file_digest(path)[:12]}"
+    return str(source)
+
+
+def _clip_seed(base: int, key: str) -> int:
+    """A per-clip seed, so a sampled latent does not depend on which batch the clip landed in."""
+    return int.from_bytes(hashlib.sha256(f"{base}:{key}".encode()).digest()[:8], "little") >> 1
+
+
+class ClipEncoder:
+    """Loads the model once; encodes batches of same-shape clips to float32 numpy latents."""
+
+    def __init__(
+        self,
+        model_source: str | Path | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        device: str | torch.device | None = "auto",
+        chunk_frames: int | None = None,
+        latent_kind: LatentKind = "mean",
+        seed: int = 0,
+        model_id: str | None = None,
+    ) -> None:
+        self.source = resolve_source(model_source)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.chunk_frames = chunk_frames
+        self.latent_kind = latent_kind
+        self.seed = seed
+        self.model_id = model_id or model_identity(self.source)
+        self.vae = load_wfvae(self.source, dtype=self.dtype, device=self.device)
+        self.vae.eval()
+        config_json = self.vae.config.model_dump_json()
+        self.config_hash = hashlib.sha256(config_json.encode()).hexdigest()[:16]
+        log.info("loaded %s (%s) on %s as %s", self.model_id, self.source, self.device, self.dtype)
+
+    @classmethod
+    def from_settings(cls, settings: EncoderSettings) -> ClipEncoder:
+        return cls(
+            model_source=settings.source,
+            dtype=settings.dtype,
+            device=settings.device,
+            chunk_frames=settings.chunk_frames,
+            latent_kind=settings.latent_kind,
+            seed=settings.seed,
+            model_id=settings.model_id,
+        )
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a returned latent: latent_dim, or twice that for the moments."""
+        dim = int(self.vae.config.latent_dim)
+        return 2 * dim if self.latent_kind == "moments" else dim
+
+    def metadata(self) -> dict[str, object]:
+        """What a reader needs to know about these latents (for Parquet key-value metadata)."""
+        config = self.vae.config
+        return {
+            "model_id": self.model_id,
+            "config_hash": self.config_hash,
+            "latent_kind": self.latent_kind,
+            "latent_dim": int(config.latent_dim),
+            "scale": list(np.atleast_1d(np.asarray(config.scale, dtype=float)).tolist()),
+            "shift": list(np.atleast_1d(np.asarray(config.shift, dtype=float)).tolist()),
+            "encode_dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    @torch.inference_mode()
+    def encode(self, x: torch.Tensor, keys: Sequence[str] | None = None) -> np.ndarray:
+        """(B, 3, T, H, W) in [-1, 1] -> (B, C, 1 + (T-1)/4, H/8, W/8) float32 numpy."""
+        x = x.to(device=self.device, dtype=self.dtype)  # (B, 3, T, H, W)
+        posterior = self.vae.encode(x, chunk_frames=self.chunk_frames)
+        if self.latent_kind == "mean":
+            z = posterior.mean  # (B, C, t, h, w)
+        elif self.latent_kind == "moments":
+            z = torch.cat([posterior.mean, posterior.logvar], dim=1)  # (B, 2C, t, h, w)
+        else:
+            z = self._sample(posterior.mean, posterior.logvar, keys)
+        return z.float().cpu().numpy()
+
+    def _sample(
+        self, mean: torch.Tensor, logvar: torch.Tensor, keys: Sequence[str] | None
+    ) -> torch.Tensor:
+        """mean + std * noise, the noise drawn per clip from a seed of the clip's key."""
+        names = list(keys) if keys is not None else [str(i) for i in range(mean.shape[0])]
+        noise = torch.stack(
+            [
+                torch.randn(
+                    mean.shape[1:],
+                    generator=torch.Generator().manual_seed(_clip_seed(self.seed, k)),
+                )
+                for k in names
+            ]
+        ).to(device=mean.device, dtype=mean.dtype)  # (B, C, t, h, w)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    def encode_clips(
+        self, clips: Sequence[np.ndarray], keys: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """Same-shape (T, H, W, 3) uint8 clips -> (B, C, t, h, w) float32 latents."""
+        x = torch.cat([clip_to_tensor(frames) for frames in clips])  # (B, 3, T, H, W)
+        return self.encode(x, keys)

@@ -1,0 +1,222 @@
+"""The batch job: plan units against the manifest, stream them through Ray Data, commit, summarise."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from model.errors import ConfigError
+from pipeline.committer import UnitCommitter
+from pipeline.encoding import ClipEncoder, model_identity
+from pipeline.manifest import (
+    ChannelSums,
+    UnitMarker,
+    delete_unit,
+    load_markers,
+    remove_orphans,
+    stats_uri,
+    summary_uri,
+    write_json,
+)
+from pipeline.settings import PipelineSettings
+from pipeline.sources import WorkUnit, group_items, list_sources
+from pipeline.stages import EncodeStage, read_and_decode
+from pipeline.storage import expand_inputs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LatentStats", "RunPlan", "RunSummary", "latent_stats", "plan_run", "run_pipeline"]
+
+
+class RunSummary(BaseModel):
+    """What a run did: inputs, clips, errors by reason, throughput."""
+
+    output: str
+    units_total: int
+    units_skipped: int
+    units_processed: int
+    samples: int
+    clips: int
+    errors: int
+    errors_by_reason: dict[str, int] = Field(default_factory=dict)
+    seconds: float
+    clips_per_s: float
+
+    def table(self) -> str:
+        """A short human-readable report (for logs and the CLI)."""
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.errors_by_reason.items())) or "none"
+        return (
+            f"units {self.units_processed} processed, {self.units_skipped} skipped "
+            f"(of {self.units_total}); samples {self.samples}; clips {self.clips}; "
+            f"errors {self.errors} ({reasons}); {self.seconds:.1f}s; {self.clips_per_s:.2f} clips/s"
+        )
+
+
+class LatentStats(BaseModel):
+    """Per-channel mean and std of every latent under an output prefix (population std)."""
+
+    model_id: str
+    latent_kind: str
+    units: int
+    count: list[int]
+    mean: list[float]
+    std: list[float]
+
+
+def latent_stats(markers: list[UnitMarker], model_id: str, latent_kind: str) -> LatentStats:
+    """Merge the units' channel sums into mean and std."""
+    sums = ChannelSums()
+    for marker in markers:
+        sums = sums.merge(marker.sums)
+    mean = [t / n if n else 0.0 for t, n in zip(sums.total, sums.count, strict=True)]
+    std = [
+        math.sqrt(max(q / n - m * m, 0.0)) if n else 0.0
+        for q, n, m in zip(sums.squares, sums.count, mean, strict=True)
+    ]
+    return LatentStats(
+        model_id=model_id,
+        latent_kind=latent_kind,
+        units=len(markers),
+        count=sums.count,
+        mean=mean,
+        std=std,
+    )
+
+
+@dataclass
+class RunPlan:
+    """Units to run now, and the markers of units already finished."""
+
+    units: list[WorkUnit]
+    finished: dict[str, UnitMarker]
+    skipped: int
+
+
+def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
+    """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
+    uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
+    tars, items = list_sources(uris, settings.storage)
+    current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
+    markers = load_markers(settings.output, settings.storage)
+    settings_hash = settings.output_hash(model_id)
+    foreign = sorted(m.unit_id for m in markers.values() if m.settings_hash != settings_hash)
+    if foreign:
+        raise ConfigError(
+            f"{settings.output} holds {len(foreign)} units written with other clip, model or latent "
+            f"settings (e.g. {foreign[0]}); use a new output prefix"
+        )
+    for marker in list(markers.values()):  # a source changed since: redo its whole unit
+        if any(
+            uri in current and current[uri] != version for uri, version in marker.sources.items()
+        ):
+            log.info("unit %s has changed sources; it will be rewritten", marker.unit_id)
+            delete_unit(settings.output, marker.unit_id, settings.storage)
+            del markers[marker.unit_id]
+    remove_orphans(settings.output, set(markers), settings.storage)
+    done = set().union(*(m.done_sources() for m in markers.values())) if markers else set()
+    pending_tars = [t for t in tars if f"{t.shard}@{t.version}" not in done]
+    pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
+    units = pending_tars + group_items(pending_items, settings.files_per_unit)
+    skipped = sum(1 for m in markers.values() if any(uri in current for uri in m.sources))
+    return RunPlan(units=units, finished=markers, skipped=skipped)
+
+
+def _ray_init(settings: PipelineSettings) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address, log_to_driver=False)
+
+
+def _encoder_resources() -> dict[str, Any]:
+    """One GPU per encoder actor where the cluster has GPUs; CPU otherwise."""
+    import ray
+
+    return {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {}
+
+
+def run_pipeline(settings: PipelineSettings) -> RunSummary:
+    """Encode every new input under `settings` into Parquet latent shards; return the summary."""
+    import ray
+
+    start = time.perf_counter()
+    model_id = settings.encoder.model_id or model_identity(settings.encoder.source)
+    encoder_settings = settings.encoder.model_copy(update={"model_id": model_id})
+    probe = ClipEncoder.from_settings(
+        encoder_settings.model_copy(update={"device": "cpu", "dtype": "float32"})
+    )
+    file_metadata = {
+        **probe.metadata(),
+        "latent_dtype": settings.latent_dtype,
+        "settings_hash": settings.output_hash(model_id),
+        "clip_settings": settings.clips.model_dump(mode="json"),
+    }
+    del probe
+    plan = plan_run(settings, model_id)
+    log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
+    committer = UnitCommitter(
+        settings.output, settings.storage, plan.units, file_metadata, settings.output_hash(model_id)
+    )
+    if plan.units:
+        _ray_init(settings)
+        ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
+        dataset = ray.data.from_items(
+            [u.to_row() for u in plan.units], override_num_blocks=len(plan.units)
+        )
+        dataset = dataset.map_batches(
+            read_and_decode,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "storage": settings.storage.model_dump(mode="json"),
+                "clip_settings": settings.clips.model_dump(mode="json"),
+                "model_id": model_id,
+                "latent_kind": settings.encoder.latent_kind,
+            },
+            concurrency=settings.read_concurrency,
+        )
+        dataset = dataset.map_batches(
+            EncodeStage,
+            batch_size=settings.batch_size,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={
+                "encoder": encoder_settings.model_dump(mode="json"),
+                "batch_size": settings.batch_size,
+                "latent_dtype": settings.latent_dtype,
+            },
+            concurrency=settings.concurrency,
+            num_cpus=settings.encoder_num_cpus,
+            **_encoder_resources(),
+        )
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            committer.add(block)
+    new_markers = committer.finish()
+    seconds = time.perf_counter() - start
+    reasons: Counter[str] = Counter()
+    for marker in new_markers:
+        reasons.update(marker.errors_by_reason)
+    clips = sum(m.clips for m in new_markers)
+    summary = RunSummary(
+        output=settings.output,
+        units_total=len(plan.units) + plan.skipped,
+        units_skipped=plan.skipped,
+        units_processed=len(new_markers),
+        samples=sum(m.samples for m in new_markers),
+        clips=clips,
+        errors=sum(m.errors for m in new_markers),
+        errors_by_reason=dict(sorted(reasons.items())),
+        seconds=seconds,
+        clips_per_s=clips / seconds if seconds > 0 else 0.0,
+    )
+    all_markers = list(plan.finished.values()) + new_markers
+    stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)
+    write_json(stats_uri(settings.output), stats.model_dump(mode="json"), settings.storage)
+    write_json(summary_uri(settings.output), summary.model_dump(mode="json"), settings.storage)
+    log.info("pipeline done: %s", summary.table())
+    return summary

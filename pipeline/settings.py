@@ -1,0 +1,93 @@
+"""PipelineSettings: every knob of a pipeline run in one pydantic model, from a YAML/JSON file, env or CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.clips import ClipSettings
+from pipeline.encoding import EncoderSettings
+from pipeline.storage import StorageSettings
+
+__all__ = ["PipelineSettings", "load_settings"]
+
+
+class PipelineSettings(BaseSettings):
+    """A pipeline run: inputs, output prefix, clip sampling, model, and Ray resources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WFVAE_PIPELINE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        cli_prog_name="python -m pipeline",
+        cli_kebab_case=False,
+    )
+
+    inputs: list[str] = Field(
+        default_factory=list, description="URIs, globs or brace ranges (shard-{00000..00099}.tar)"
+    )
+    input_lists: list[str] = Field(
+        default_factory=list, description="text files listing one input URI per line"
+    )
+    output: str = Field(description="output prefix (s3://…, gs://…, file://… or a local path)")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    clips: ClipSettings = Field(default_factory=ClipSettings)
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    latent_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="dtype of the latent bytes written"
+    )
+    files_per_unit: int = Field(
+        default=64, ge=1, description="plain video files per work unit (one output file each)"
+    )
+    batch_size: int = Field(default=8, ge=1, description="clips per encoder call")
+    concurrency: int = Field(default=1, ge=1, description="encoder actors")
+    encoder_num_cpus: float = Field(
+        default=1.0, gt=0, description="CPUs reserved per encoder actor"
+    )
+    read_concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many read/decode tasks at once"
+    )
+    ray_address: str | None = Field(default=None, description="cluster to join; default: local")
+    progress_bars: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineSettings:
+        if not self.inputs and not self.input_lists:
+            raise ValueError("give at least one of inputs or input_lists")
+        return self
+
+    def output_hash(self, model_id: str) -> str:
+        """Hash of every setting that changes the rows written (not inputs, not resources)."""
+        relevant = {
+            "model_id": model_id,
+            "clips": self.clips.model_dump(mode="json"),
+            "latent_kind": self.encoder.latent_kind,
+            "seed": self.encoder.seed if self.encoder.latent_kind == "sample" else None,
+            "latent_dtype": self.latent_dtype,
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def load_settings(
+    config: str | Path | None = None, cli_args: Sequence[str] | None = None
+) -> PipelineSettings:
+    """Settings from CLI flags, over a YAML/JSON file, over `WFVAE_PIPELINE_*` env, over defaults."""
+    values = _read_file(config) if config else {}
+    if cli_args is None:
+        return PipelineSettings(**values)
+    return PipelineSettings(_cli_parse_args=list(cli_args), **values)

@@ -1,0 +1,220 @@
+"""The Ray Data stage callables: unit -> clip rows (read, decode, sample), clip rows -> latent rows (encode)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from model.errors import WFVAEError
+from pipeline.clips import ClipSettings, error_reason, sample_clips
+from pipeline.encoding import ClipEncoder, EncoderSettings
+from pipeline.records import (
+    ENCODED_SCHEMA,
+    TRANSIT_SCHEMA,
+    clip_key,
+    error_key,
+    latent_to_bytes,
+)
+from pipeline.sources import Sample, SampleError, WorkUnit, iter_unit_samples
+from pipeline.storage import StorageSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EncodeStage", "read_and_decode", "unit_rows"]
+
+EMPTY_ROW: dict[str, Any] = {
+    "sample_index": -1,
+    "sample_rows": 0,
+    "unit_samples": 0,
+    "key": "",
+    "source_uri": "",
+    "shard": "",
+    "member_key": "",
+    "caption": "",
+    "metadata": "",
+    "clip_index": 0,
+    "frames": b"",
+    "frames_shape": [],
+    "fps": 0.0,
+    "frame_indices": [],
+    "source_size": [],
+    "target_size": [],
+    "bucket": None,
+    "stage": "",
+    "reason": "",
+    "message": "",
+}
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([{**EMPTY_ROW, **row} for row in rows], schema=TRANSIT_SCHEMA)
+
+
+def _error_row(
+    unit: WorkUnit, index: int, failed: Sample | SampleError, stage: str, reason: str, message: str
+) -> dict[str, Any]:
+    return {
+        "row_kind": "error",
+        "unit_id": unit.unit_id,
+        "sample_index": index,
+        "sample_rows": 1,
+        "key": error_key(
+            source_uri=failed.source_uri,
+            member_key=failed.member_key,
+            version=failed.version,
+            stage=stage,
+        ),
+        "source_uri": failed.source_uri,
+        "shard": unit.shard,
+        "member_key": failed.member_key,
+        "stage": stage,
+        "reason": reason,
+        "message": message,
+    }
+
+
+def unit_rows(
+    unit: WorkUnit,
+    storage: StorageSettings,
+    clip_settings: ClipSettings,
+    model_id: str,
+    latent_kind: str,
+) -> Iterator[pa.Table]:
+    """Stream a unit's samples and yield, per sample, its clip rows or one error row; then a unit_end row."""
+    count = 0
+    for index, sample in enumerate(iter_unit_samples(unit, storage)):
+        count += 1
+        if isinstance(sample, SampleError):
+            yield _table([_error_row(unit, index, sample, "read", sample.reason, sample.message)])
+            continue
+        try:
+            clips = sample_clips(sample.video, clip_settings)
+        except WFVAEError as error:  # VideoDecodeError and its kinds
+            yield _table(
+                [_error_row(unit, index, sample, "decode", error_reason(error), str(error))]
+            )
+            continue
+        rows = []
+        for clip in clips:
+            key = clip_key(
+                source_uri=sample.source_uri,
+                member_key=sample.member_key,
+                version=sample.version,
+                frame_indices=clip.frame_indices,
+                target_size=clip.target_size,
+                resize_mode=clip_settings.resize_mode,
+                model_id=model_id,
+                latent_kind=latent_kind,
+            )
+            rows.append(
+                {
+                    "row_kind": "clip",
+                    "unit_id": unit.unit_id,
+                    "sample_index": index,
+                    "sample_rows": len(clips),
+                    "key": key,
+                    "source_uri": sample.source_uri,
+                    "shard": unit.shard,
+                    "member_key": sample.member_key,
+                    "caption": sample.caption,
+                    "metadata": sample.metadata,
+                    "clip_index": clip.clip_index,
+                    "frames": clip.frames.tobytes(),
+                    "frames_shape": list(clip.frames.shape),
+                    "fps": clip.fps,
+                    "frame_indices": clip.frame_indices,
+                    "source_size": list(clip.source_size),
+                    "target_size": list(clip.target_size),
+                    "bucket": clip.bucket,
+                }
+            )
+        yield _table(rows)
+    yield _table([{"row_kind": "unit_end", "unit_id": unit.unit_id, "unit_samples": count}])
+
+
+def read_and_decode(
+    batch: pa.Table,
+    storage: dict[str, Any],
+    clip_settings: dict[str, Any],
+    model_id: str,
+    latent_kind: str,
+) -> Iterator[pa.Table]:
+    """Ray `map_batches` UDF over a batch of work units (one row each)."""
+    storage_settings = StorageSettings.model_validate(storage)
+    clip = ClipSettings.model_validate(clip_settings)
+    for row in batch.to_pylist():
+        unit = WorkUnit.from_row(row)
+        yield from unit_rows(unit, storage_settings, clip, model_id, latent_kind)
+
+
+class EncodeStage:
+    """Ray `map_batches` callable class: loads the model once per actor, encodes clip rows."""
+
+    def __init__(
+        self, encoder: dict[str, Any], batch_size: int, latent_dtype: str = "float32"
+    ) -> None:
+        self.encoder = ClipEncoder.from_settings(EncoderSettings.model_validate(encoder))
+        self.batch_size = batch_size
+        self.latent_dtype = latent_dtype
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        kinds = batch.column("row_kind").to_pylist()
+        shapes = batch.column("frames_shape").to_pylist()
+        keys = batch.column("key").to_pylist()
+        frames_column = batch.column("frames")
+        latents: list[bytes | None] = [None] * batch.num_rows
+        latent_shapes: list[list[int]] = [[] for _ in range(batch.num_rows)]
+        failures: dict[int, tuple[str, str]] = {}
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (kind, shape) in enumerate(zip(kinds, shapes, strict=True)):
+            if kind == "clip":
+                groups.setdefault(tuple(shape), []).append(i)
+        for shape, indices in groups.items():  # the model only ever sees same-shape batches
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                clips = [
+                    np.frombuffer(frames_column[i].as_py(), dtype=np.uint8).reshape(shape)
+                    for i in chunk
+                ]
+                try:
+                    z = self.encoder.encode_clips(
+                        clips, [keys[i] for i in chunk]
+                    )  # (B, C, t, h, w)
+                except WFVAEError as error:
+                    log.warning(
+                        "encode failed for %d clips of shape %s: %s", len(chunk), shape, error
+                    )
+                    for i in chunk:
+                        failures[i] = (error_reason(error), str(error))
+                    continue
+                for i, latent in zip(chunk, z, strict=True):
+                    latents[i], latent_shapes[i], _ = latent_to_bytes(latent, self.latent_dtype)
+        out = batch.drop_columns(["frames", "frames_shape"])
+        if failures:
+            out = _mark_failures(out, failures)
+        out = out.append_column("latent", pa.array(latents, pa.binary()))
+        out = out.append_column("latent_shape", pa.array(latent_shapes, pa.list_(pa.int32())))
+        dtypes = [self.latent_dtype if z is not None else "" for z in latents]
+        out = out.append_column("latent_dtype", pa.array(dtypes, pa.string()))
+        return out.cast(ENCODED_SCHEMA)
+
+
+def _mark_failures(table: pa.Table, failures: dict[int, tuple[str, str]]) -> pa.Table:
+    """Turn the clip rows at `failures` into encode-stage error rows."""
+    columns = {
+        name: table.column(name).to_pylist() for name in ("row_kind", "stage", "reason", "message")
+    }
+    for i, (reason, message) in failures.items():
+        columns["row_kind"][i] = "error"
+        columns["stage"][i] = "encode"
+        columns["reason"][i] = reason
+        columns["message"][i] = message
+    for name, values in columns.items():
+        table = table.set_column(
+            table.schema.get_field_index(name), name, pa.array(values, pa.string())
+        )
+    return table

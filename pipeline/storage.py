@@ -1,0 +1,163 @@
+"""Object storage through fsspec: filesystems, input expansion (globs, brace ranges, lists), atomic writes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "StorageSettings",
+    "atomic_write",
+    "expand_braces",
+    "expand_inputs",
+    "file_version",
+    "join_uri",
+    "normalize_uri",
+    "open_fs",
+]
+
+GLOB_CHARS = re.compile(r"[*?\[]")
+BRACE = re.compile(r"\{([^{}]*)\}")
+NUMERIC_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+
+
+class StorageSettings(BaseModel):
+    """How to reach object storage; credentials come from the standard AWS/GCP environment and files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL or AWS's default)"
+    )
+    anon: bool = Field(default=False, description="anonymous access to public buckets")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra fsspec options, passed to the filesystem as is"
+    )
+
+    def fs_options(self, protocol: str) -> dict[str, Any]:
+        """fsspec keyword arguments for `protocol`."""
+        options = dict(self.options)
+        if protocol in ("s3", "s3a"):
+            if self.endpoint_url:
+                options["endpoint_url"] = self.endpoint_url
+            if self.anon:
+                options["anon"] = True
+        elif protocol in ("gs", "gcs") and self.anon:
+            options["token"] = "anon"
+        return options
+
+
+def protocol_of(uri: str) -> str:
+    """`s3` for `s3://b/k`, `file` for local paths."""
+    return uri.split("://", 1)[0] if "://" in uri else "file"
+
+
+def open_fs(uri: str, storage: StorageSettings) -> tuple[Any, str]:
+    """The fsspec filesystem holding `uri` and the path within it."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri, **storage.fs_options(protocol_of(uri)))
+
+
+def is_local(fs: Any) -> bool:
+    """True for the local filesystem, where rename is atomic and objects are files."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def full_uri(fs: Any, path: str) -> str:
+    """A path within `fs` back to a URI (`s3://…`, or a plain absolute path for local files)."""
+    return os.path.abspath(path) if is_local(fs) else fs.unstrip_protocol(path)
+
+
+def normalize_uri(uri: str) -> str:
+    """`file:///x` and relative local paths to absolute paths; other URIs unchanged."""
+    if uri.startswith("file://"):
+        return os.path.abspath(uri[len("file://") :])
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """`base/part/...` for URIs and local paths alike."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand `{00000..00099}` (zero-padded ranges) and `{a,b,c}` alternatives, left to right."""
+    match = BRACE.search(pattern)
+    if match is None:
+        return [pattern]
+    body = match.group(1)
+    numeric = NUMERIC_RANGE.match(body)
+    if numeric:
+        lo, hi = int(numeric.group(1)), int(numeric.group(2))
+        width = len(numeric.group(1)) if numeric.group(1).startswith("0") else 0
+        step = 1 if hi >= lo else -1
+        choices = [str(n).zfill(width) for n in range(lo, hi + step, step)]
+    else:
+        choices = body.split(",")
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    return list(itertools.chain.from_iterable(expand_braces(head + c + tail) for c in choices))
+
+
+def read_input_list(uri: str, storage: StorageSettings) -> list[str]:
+    """URIs listed one per line in a text file (blank lines and `#` comments skipped)."""
+    fs, path = open_fs(uri, storage)
+    text = fs.cat_file(path).decode("utf-8")
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def expand_inputs(
+    inputs: list[str], storage: StorageSettings, input_lists: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Every input URI, in order, with braces and globs expanded and list files read."""
+    patterns = list(inputs)
+    for list_uri in input_lists:
+        patterns.extend(read_input_list(list_uri, storage))
+    found: dict[str, None] = {}  # ordered set
+    for pattern in patterns:
+        for candidate in expand_braces(pattern):
+            if GLOB_CHARS.search(candidate):
+                fs, path = open_fs(candidate, storage)
+                fs.invalidate_cache()  # fsspec instances are cached, listings with them
+                for hit in sorted(fs.glob(path)):
+                    found[full_uri(fs, hit)] = None
+            else:
+                found[normalize_uri(candidate)] = None
+    return list(found)
+
+
+def file_version(info: dict[str, Any]) -> str:
+    """A version string from an fsspec `info()` entry: version id, ETag, generation, or mtime+size."""
+    for field in ("VersionId", "ETag", "etag", "generation", "md5Hash"):
+        value = info.get(field)
+        if value:
+            return str(value).strip('"')
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated") or ""
+    return f"{mtime}-{info.get('size', '')}"
+
+
+def atomic_write(uri: str, data: bytes, storage: StorageSettings) -> None:
+    """Write `data` so that readers see the old object or the whole new one, never a part.
+
+    Local files: write a temporary sibling, then rename over the target (atomic on POSIX).
+    Object stores: one PUT (or a multipart upload) becomes visible only once complete, so the
+    object is written in place; a copy from a temporary key would double the traffic for nothing.
+    """
+    fs, path = open_fs(uri, storage)
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)

@@ -1,0 +1,171 @@
+"""End to end on a real Ray cluster and moto's S3 over HTTP: accounting, parity, metadata, stats, re-runs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from model.errors import ConfigError
+from pipeline.clips import clip_to_tensor, sample_clips
+from pipeline.encoding import ClipEncoder
+from pipeline.manifest import load_markers
+from pipeline.records import latent_from_bytes, read_file_metadata
+from pipeline.run import run_pipeline
+from pipeline.storage import open_fs
+
+PARITY_TOLERANCE = 1e-5
+
+
+def read_prefix(
+    output: str, folder: str, storage: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Every row under output/folder (sorted by key) and each file's wfvae metadata."""
+    fs, path = open_fs(f"{output}/{folder}", storage)
+    rows, metas = [], []
+    for name in sorted(fs.ls(path, detail=False, refresh=True)):
+        with fs.open(name, "rb") as handle:
+            table = pq.read_table(handle)
+        rows.extend(table.to_pylist())
+        metas.append(read_file_metadata(table.schema))
+    return sorted(rows, key=lambda r: r["key"]), metas
+
+
+def source_name(row: dict[str, Any]) -> str:
+    return (row["shard"] or row["source_uri"]).rsplit("/", 1)[-1]
+
+
+def test_every_input_is_accounted_for(reference_run: tuple[Any, Any], corpus: Any) -> None:
+    settings, summary = reference_run
+    latents, _ = read_prefix(settings.output, "latents", settings.storage)
+    errors, _ = read_prefix(settings.output, "errors", settings.storage)
+    outcome = {(source_name(r), r["member_key"]): "ok" for r in latents}
+    outcome.update({(source_name(r), r["member_key"]): r["reason"] for r in errors})
+    assert outcome == corpus.expected
+    assert summary.samples == len(corpus.expected)
+    assert summary.clips == len(latents) == sum(v == "ok" for v in corpus.expected.values())
+    assert summary.errors_by_reason == dict(
+        Counter(v for v in corpus.expected.values() if v != "ok")
+    )
+    assert {r["stage"] for r in errors} == {"decode"}
+    assert len({r["key"] for r in latents}) == len(latents)  # keys are unique
+
+
+def test_captions_and_geometry_columns(reference_run: tuple[Any, Any]) -> None:
+    settings, _ = reference_run
+    latents, _ = read_prefix(settings.output, "latents", settings.storage)
+    by_member = {r["member_key"]: r for r in latents}
+    assert by_member["000001"]["caption"] == "cyclists on a road"  # from the tar's .txt
+    assert json.loads(by_member["000001"]["metadata"])["key"] == "000001"  # the tar's .json
+    assert by_member["clip_a"]["caption"] == "a noisy phone call"  # sidecar .txt
+    assert by_member["clip_b"]["caption"] == ""
+    assert by_member["1001"]["caption"] == "a square"  # WebVid's name column
+    bikes = by_member["000001"]
+    assert bikes["source_size"] == [68, 160] and bikes["target_size"] == [64, 64]
+    assert bikes["frame_indices"] == list(range(9)) and bikes["fps"] == pytest.approx(24.0)
+    assert bikes["latent_shape"] == [8, 3, 8, 8] and bikes["latent_dtype"] == "float32"
+    assert bikes["latent_kind"] == "mean" and bikes["bucket"] is None
+
+
+def test_latents_equal_in_process_encoding(reference_run: tuple[Any, Any], corpus: Any) -> None:
+    settings, _ = reference_run
+    latents, metas = read_prefix(settings.output, "latents", settings.storage)
+    encoder = ClipEncoder(dtype="float32", device="cpu")
+    names = {
+        "000000": "carphone", "000001": "bikes", "000003": "synth_a", "000100": "bunny",
+        "clip_a": "carphone_distorted", "clip_b": "synth_b", "1001": "synth_c",
+    }  # fmt: skip
+    worst = 0.0
+    for row in latents:
+        clip = sample_clips(corpus.media[names[row["member_key"]]], settings.clips)[
+            row["clip_index"]
+        ]
+        assert clip.frame_indices == row["frame_indices"]
+        with torch.inference_mode():
+            expected = (
+                encoder.vae.encode(clip_to_tensor(clip.frames)).mean[0].numpy()
+            )  # (C, t, h, w)
+        stored = latent_from_bytes(row["latent"], row["latent_shape"], row["latent_dtype"])
+        assert stored.shape == expected.shape
+        worst = max(worst, float(np.abs(stored - expected).max()))
+    assert worst <= PARITY_TOLERANCE, worst
+    meta = metas[0]
+    assert meta["model_id"] == encoder.model_id and meta["config_hash"] == encoder.config_hash
+    assert json.loads(meta["scale"]) == pytest.approx(list(encoder.vae.config.scale))
+    assert json.loads(meta["shift"]) == pytest.approx(list(encoder.vae.config.shift))
+
+
+def test_parquet_reads_back_with_pandas_and_torch(reference_run: tuple[Any, Any]) -> None:
+    settings, _ = reference_run
+    fs, path = open_fs(f"{settings.output}/latents", settings.storage)
+    name = sorted(n for n in fs.ls(path, detail=False) if "shard-00000" in n)[0]
+    with fs.open(name, "rb") as handle:
+        frame = pq.read_table(handle).to_pandas()
+    row = frame.iloc[0]
+    z = torch.frombuffer(bytearray(row["latent"]), dtype=torch.float32).reshape(
+        list(row["latent_shape"])
+    )
+    assert z.shape == (8, 3, 8, 8) and torch.isfinite(z).all()
+
+
+def test_latent_statistics_match_the_rows(reference_run: tuple[Any, Any]) -> None:
+    settings, _ = reference_run
+    latents, _ = read_prefix(settings.output, "latents", settings.storage)
+    stacked = np.concatenate(
+        [
+            latent_from_bytes(r["latent"], r["latent_shape"], r["latent_dtype"]).reshape(8, -1)
+            for r in latents
+        ],
+        axis=1,
+    )  # (C, N)
+    fs, path = open_fs(f"{settings.output}/latent_stats.json", settings.storage)
+    stats = json.loads(fs.cat_file(path))
+    assert stats["units"] == 5
+    np.testing.assert_allclose(stats["mean"], stacked.mean(axis=1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats["std"], stacked.std(axis=1), rtol=1e-5, atol=1e-7)
+
+
+def test_rerun_skips_finished_shards_and_takes_new_ones(
+    reference_run: tuple[Any, Any], s3_corpus: str, corpus: Any, s3_endpoint: str
+) -> None:
+    import boto3
+
+    settings, _ = reference_run
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    out = f"{settings.output.removeprefix('s3://videos/')}/"
+    before = {
+        o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="videos", Prefix=out)["Contents"]
+    }
+
+    again = run_pipeline(settings)
+    assert (again.units_processed, again.units_skipped, again.clips) == (0, 5, 0)
+    after = {
+        o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="videos", Prefix=out)["Contents"]
+    }
+    assert {k: v for k, v in after.items() if "/_manifest/" in k or "/latents/" in k} == {
+        k: v for k, v in before.items() if "/_manifest/" in k or "/latents/" in k
+    }
+
+    client.put_object(Bucket="videos", Key="files/late.mp4", Body=corpus.media["synth_a"])
+    try:
+        grown = run_pipeline(settings)
+        assert (grown.units_processed, grown.clips, grown.errors) == (1, 1, 0)
+        latents, _ = read_prefix(settings.output, "latents", settings.storage)
+        assert [r["member_key"] for r in latents].count("late") == 1
+        assert len(load_markers(settings.output, settings.storage)) == 6
+    finally:
+        client.delete_object(Bucket="videos", Key="files/late.mp4")
+
+
+def test_other_settings_on_the_same_prefix_are_refused(reference_run: tuple[Any, Any]) -> None:
+    settings, _ = reference_run
+    changed = settings.model_copy(
+        update={"clips": settings.clips.model_copy(update={"num_frames": 5})}
+    )
+    with pytest.raises(ConfigError, match="new output prefix"):
+        run_pipeline(changed)
