@@ -1,0 +1,69 @@
+"""The service under test: two real Serve apps on the session's Ray cluster, answering on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from serve_testing import Service, main_args, strict_args
+
+from pipeline.encoding import ClipEncoder
+
+READY_TIMEOUT_S = 120.0
+
+
+def wait_ready(client: httpx.Client, url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if client.get(f"{url}/readyz").status_code == 200:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{url}/readyz did not turn ready in {READY_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="package")
+def serve_http(ray_cluster: None, free_port_factory: Callable[[], int]) -> Iterator[str]:
+    """Serve's HTTP proxy on 127.0.0.1 for this package; shut down at its end."""
+    from ray import serve
+
+    port = free_port_factory()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="package")
+def service(serve_http: str, s3_endpoint: str) -> Iterator[Service]:
+    from ray import serve
+
+    from serve.app import build_app
+
+    args = main_args(s3_endpoint)
+    serve.run(build_app(args), name="wfvae-main", route_prefix="/")
+    with httpx.Client(timeout=120.0) as client:
+        wait_ready(client, serve_http)
+        yield Service(serve_http, client, args)
+
+
+@pytest.fixture(scope="package")
+def strict_service(serve_http: str) -> Iterator[Service]:
+    from ray import serve
+
+    from serve.app import build_app
+
+    args = strict_args()
+    serve.run(build_app(args), name="wfvae-strict", route_prefix="/strict")
+    url = f"{serve_http}/strict"
+    with httpx.Client(timeout=120.0) as client:
+        wait_ready(client, url)
+        yield Service(url, client, args)
+
+
+@pytest.fixture(scope="package")
+def clip_encoder() -> ClipEncoder:
+    """The pipeline's encoder in this process: the reference every /encode answer must equal."""
+    return ClipEncoder(dtype="float32", device="cpu")

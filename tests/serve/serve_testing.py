@@ -1,0 +1,105 @@
+"""Helpers of the serve tests: in-process references and readers of the service's answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+
+import av
+import httpx
+import numpy as np
+import torch
+from safetensors.torch import load
+
+from pipeline.clips import ClipSettings, sample_clips
+from pipeline.encoding import ClipEncoder, EncoderSettings
+from pipeline.storage import StorageSettings
+from serve.settings import ServeArgs
+
+SAFETENSORS = "application/vnd.safetensors"
+TOLERANCE = 1e-5
+
+TOKEN = "test-token"
+# Tiny clips keep the whole package fast on two shared cores.
+CLIP = ClipSettings(num_frames=9, height=64, width=64)
+MAX_BODY_BYTES = 800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
+S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running app: its base URL, a client carrying the token, and the settings it runs with."""
+
+    url: str
+    client: httpx.Client
+    args: ServeArgs
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def main_args(s3_endpoint: str) -> ServeArgs:
+    return ServeArgs(
+        encoder=EncoderSettings(dtype="float32", device="cpu"),
+        clip=CLIP,
+        auth_token=TOKEN,
+        max_body_bytes=MAX_BODY_BYTES,
+        max_frames=17,
+        max_pixels=96 * 96,
+        max_clips=4,
+        max_latent_elements=8 * 5 * 12 * 12,
+        max_json_elements=8192,
+        max_batch_size=16,
+        batch_wait_timeout_s=0.25,  # long enough that 16 concurrent requests share batches
+        max_ongoing_requests=32,
+        num_cpus=0.5,
+        torch_threads=1,
+        storage=StorageSettings(endpoint_url=s3_endpoint, options=S3_CREDENTIALS),
+    )
+
+
+def strict_args() -> ServeArgs:
+    """A second app whose every encode or decode overruns its timeout."""
+    return ServeArgs(
+        encoder=EncoderSettings(dtype="float32", device="cpu"),
+        clip=CLIP,
+        request_timeout_s=0.001,
+        num_cpus=0.25,
+        torch_threads=1,
+    )
+
+
+def reference_latent(
+    encoder: ClipEncoder,
+    video: bytes,
+    settings: ClipSettings,
+    keys: list[str] | None = None,
+) -> torch.Tensor:
+    """What the pipeline writes for `video`: its clips through its ClipEncoder, (N, C, t, h, w)."""
+    clips = sample_clips(video, settings)
+    return torch.from_numpy(encoder.encode_clips([c.frames for c in clips], keys))
+
+
+def safetensors_tensors(body: bytes) -> dict[str, torch.Tensor]:
+    return load(body)
+
+
+def safetensors_metadata(body: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (8-byte little-endian header length, JSON header)."""
+    (length,) = struct.unpack("<Q", body[:8])
+    return json.loads(body[8 : 8 + length]).get("__metadata__", {})
+
+
+def mp4_frames(body: bytes) -> np.ndarray:
+    """Every frame of an MP4 as (T, H, W, 3) uint8."""
+    with av.open(io.BytesIO(body)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return float((a.float() - b.float()).abs().max())
