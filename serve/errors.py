@@ -14,7 +14,8 @@
         └── RequestTimeout             504 the work took longer than `request_timeout_s`
 
 A FastAPI or pydantic validation error is 422. Anything else is a bug: 500, logged with its traceback.
-Every error answer is JSON `{"error": <class name>, "detail": <message>}`.
+Every error answer is JSON `{"error": <class name>, "detail": <message>}`, plus `"reason"` (the
+pipeline's short tag, e.g. `unreadable`, `too_short`) for a video that cannot be used.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from model.errors import CheckpointError, ConfigError, InputShapeError, VideoDecodeError, WFVAEError
+from pipeline.clips import error_reason
 
 __all__ = [
     "LimitExceeded",
@@ -112,9 +114,11 @@ def error_response(error: BaseException) -> JSONResponse:
     """The JSON answer for `error`; 401 also names the auth scheme."""
     status = status_for(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(
-        {"error": type(error).__name__, "detail": str(error)}, status_code=status, headers=headers
-    )
+    body: dict[str, str] = {"error": type(error).__name__, "detail": str(error)}
+    if isinstance(error, VideoDecodeError):  # its message is terse; say which input it is about
+        body["detail"] = f"the video cannot be used: {error}"
+        body["reason"] = error_reason(error)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
