@@ -29,7 +29,8 @@ def run_case(preset: str, size: int, frames: int, op: str, chunk: int | None, th
     import torch
 
     sys.path.insert(0, str(REPO_ROOT))
-    from model import WFVAE, preset as make_preset
+    from model import WFVAE
+    from model import preset as make_preset
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

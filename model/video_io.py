@@ -33,7 +33,7 @@ def read_clip(path: str | Path, num_frames: int, stride: int = 1, start: int = 0
     available = len(reader)
     last = start + (num_frames - 1) * stride
     if num_frames < 1 or stride < 1 or start < 0:
-        raise VideoDecodeError("bad_request", f"num_frames, stride must be >= 1 and start >= 0")
+        raise VideoDecodeError("bad_request", "num_frames, stride must be >= 1 and start >= 0")
     if last >= available:
         raise VideoDecodeError(
             "too_short", f"{path} has {available} frames; {num_frames} frames at stride {stride} from {start} need {last + 1}"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from model import CheckpointError, ConfigError, WFVAE, load_wfvae, read_state_dict, save_wfvae
+from model import WFVAE, CheckpointError, ConfigError, load_wfvae, read_state_dict, save_wfvae
 from model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model import InputShapeError, WFVAE
+from model import WFVAE, InputShapeError
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.causal import WHOLE_CLIP
-from model.wavelet import HaarTransform2D, HaarTransform3D, InverseHaarTransform2D, InverseHaarTransform3D
+from model.wavelet import (
+    HaarTransform2D,
+    HaarTransform3D,
+    InverseHaarTransform2D,
+    InverseHaarTransform3D,
+)
 
 shapes = st.tuples(
     st.integers(1, 2),  # B
