@@ -110,7 +110,7 @@ def status_for(error: BaseException) -> int:
     return 422 if isinstance(error, WFVAEError) else 500
 
 
-def error_response(error: BaseException) -> JSONResponse:
+def _error_response(error: BaseException) -> JSONResponse:
     """The JSON answer for `error`; 401 also names the auth scheme."""
     status = status_for(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -129,7 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log = logger.error if status >= 500 else logger.info
         log("%s %s -> %d %s: %s", request.method, request.url.path, status,
             type(error).__name__, error)
-        return error_response(error)
+        return _error_response(error)
 
     async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
         errors = error.errors() if isinstance(error, RequestValidationError | ValidationError) else []
