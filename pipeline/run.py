@@ -169,6 +169,9 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         dataset = ray.data.from_items(
             [u.to_row() for u in plan.units], override_num_blocks=len(plan.units)
         )
+        # The read stage reserves memory (the encoder a GPU where there is one), so Ray keeps the two
+        # as separate operators: decoding runs in its own tasks, overlapped with the encoder actors,
+        # instead of being fused into them and serialised with encoding.
         dataset = dataset.map_batches(
             read_and_decode,
             batch_size=1,
@@ -179,7 +182,9 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
                 "model_id": model_id,
                 "latent_kind": settings.encoder.latent_kind,
             },
-            concurrency=settings.read_concurrency,
+            compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency),
+            num_cpus=settings.read_num_cpus,
+            memory=settings.read_memory_bytes,
         )
         dataset = dataset.map_batches(
             EncodeStage,
@@ -190,7 +195,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
                 "batch_size": settings.batch_size,
                 "latent_dtype": settings.latent_dtype,
             },
-            concurrency=settings.concurrency,
+            compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
             num_cpus=settings.encoder_num_cpus,
             **_encoder_resources(),
         )

@@ -53,6 +53,12 @@ class PipelineSettings(BaseSettings):
     read_concurrency: int | None = Field(
         default=None, ge=1, description="at most this many read/decode tasks at once"
     )
+    read_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per read/decode task")
+    read_memory_bytes: int = Field(
+        default=512 * 2**20,
+        gt=0,
+        description="memory reserved per read/decode task (a video's bytes and its clips' frames)",
+    )
     ray_address: str | None = Field(default=None, description="cluster to join; default: local")
     progress_bars: bool = True
 

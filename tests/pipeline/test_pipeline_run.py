@@ -130,36 +130,47 @@ def test_latent_statistics_match_the_rows(reference_run: tuple[Any, Any]) -> Non
     np.testing.assert_allclose(stats["std"], stacked.std(axis=1), rtol=1e-5, atol=1e-7)
 
 
+def copy_output(settings: Any, name: str) -> Any:
+    """A copy of a finished output under a new prefix, so a test can change it alone."""
+    fs, src = open_fs(settings.output, settings.storage)
+    destination = f"{settings.output.rsplit('/', 1)[0]}/{name}"
+    _, dst = open_fs(destination, settings.storage)
+    for path in fs.find(src):
+        fs.copy(path, dst + path[len(src) :])
+    return settings.model_copy(update={"output": destination})
+
+
 def test_rerun_skips_finished_shards_and_takes_new_ones(
-    reference_run: tuple[Any, Any], s3_corpus: str, corpus: Any, s3_endpoint: str
+    reference_run: tuple[Any, Any], corpus: Any, s3_endpoint: str
 ) -> None:
     import boto3
 
-    settings, _ = reference_run
+    settings = copy_output(reference_run[0], "rerun")
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    out = f"{settings.output.removeprefix('s3://videos/')}/"
-    before = {
-        o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="videos", Prefix=out)["Contents"]
-    }
 
+    def listing() -> dict[str, str]:
+        objects = client.list_objects_v2(Bucket="videos", Prefix="out/rerun/")["Contents"]
+        return {
+            o["Key"]: o["ETag"]
+            for o in objects
+            if "/_manifest/" in o["Key"] or "/latents/" in o["Key"]
+        }
+
+    before = listing()
     again = run_pipeline(settings)
     assert (again.units_processed, again.units_skipped, again.clips) == (0, 5, 0)
-    after = {
-        o["Key"]: o["ETag"] for o in client.list_objects_v2(Bucket="videos", Prefix=out)["Contents"]
-    }
-    assert {k: v for k, v in after.items() if "/_manifest/" in k or "/latents/" in k} == {
-        k: v for k, v in before.items() if "/_manifest/" in k or "/latents/" in k
-    }
+    assert listing() == before  # nothing rewritten
 
     client.put_object(Bucket="videos", Key="files/late.mp4", Body=corpus.media["synth_a"])
     try:
         grown = run_pipeline(settings)
-        assert (grown.units_processed, grown.clips, grown.errors) == (1, 1, 0)
-        latents, _ = read_prefix(settings.output, "latents", settings.storage)
-        assert [r["member_key"] for r in latents].count("late") == 1
-        assert len(load_markers(settings.output, settings.storage)) == 6
     finally:
         client.delete_object(Bucket="videos", Key="files/late.mp4")
+    assert (grown.units_processed, grown.units_skipped, grown.clips, grown.errors) == (1, 5, 1, 0)
+    latents, _ = read_prefix(settings.output, "latents", settings.storage)
+    assert [r["member_key"] for r in latents].count("late") == 1
+    assert len(load_markers(settings.output, settings.storage)) == 6
+    assert {k: v for k, v in listing().items() if k in before} == before
 
 
 def test_other_settings_on_the_same_prefix_are_refused(reference_run: tuple[Any, Any]) -> None:
