@@ -1,0 +1,88 @@
+"""ClipEncoder (shared with serve): the same latents as the model, per-key sampling, chunking, light imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
+from pipeline.encoding import ClipEncoder, model_identity
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clips(media: dict[str, bytes]) -> list[np.ndarray]:
+    settings = ClipSettings(num_frames=9, height=64, width=64)
+    return [
+        sample_clips(media[name], settings)[0].frames for name in ("carphone", "bikes", "synth_a")
+    ]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> ClipEncoder:
+    return ClipEncoder(dtype="float32", device="cpu")
+
+
+def test_mean_is_the_models_posterior_mean(encoder: ClipEncoder, clips: list[np.ndarray]) -> None:
+    z = encoder.encode_clips(clips)  # (3, 8, 3, 8, 8)
+    x = torch.cat([clip_to_tensor(c) for c in clips])
+    with torch.inference_mode():
+        expected = encoder.vae.encode(x).mean.numpy()
+    assert z.shape == (3, 8, 3, 8, 8) and z.dtype == np.float32
+    assert np.array_equal(z, expected)  # same batch: bitwise
+
+
+def test_moments_are_mean_then_logvar(encoder: ClipEncoder, clips: list[np.ndarray]) -> None:
+    moments = ClipEncoder(dtype="float32", device="cpu", latent_kind="moments")
+    z = moments.encode_clips(clips[:1])
+    with torch.inference_mode():
+        posterior = encoder.vae.encode(clip_to_tensor(clips[0]))
+    assert z.shape[1] == 2 * encoder.vae.config.latent_dim == moments.latent_channels
+    assert np.array_equal(z[0], torch.cat([posterior.mean, posterior.logvar], 1)[0].numpy())
+
+
+def test_samples_depend_on_the_clip_key_not_the_batch(clips: list[np.ndarray]) -> None:
+    sampler = ClipEncoder(dtype="float32", device="cpu", latent_kind="sample", seed=3)
+    together = sampler.encode_clips(clips, ["a", "b", "c"])
+    alone = sampler.encode_clips(clips[1:2], ["b"])
+    assert np.abs(together[1] - alone[0]).max() < 1e-5
+    assert np.abs(sampler.encode_clips(clips[1:2], ["other"])[0] - alone[0]).max() > 1e-2
+
+
+def test_causal_cache_chunks_equal_the_whole_clip(
+    media: dict[str, bytes], encoder: ClipEncoder
+) -> None:
+    (clip,) = sample_clips(media["synth_b"], ClipSettings(num_frames=21, height=64, width=64))
+    chunked = ClipEncoder(dtype="float32", device="cpu", chunk_frames=8)
+    assert (
+        np.abs(chunked.encode_clips([clip.frames]) - encoder.encode_clips([clip.frames])).max()
+        <= 1e-5
+    )
+
+
+def test_model_id_names_the_model_and_hashes_its_weights(encoder: ClipEncoder) -> None:
+    assert encoder.model_id == model_identity(None)
+    assert (
+        encoder.model_id.startswith("wfvae-tiny-random-")
+        and len(encoder.model_id.rsplit("-", 1)[1]) == 12
+    )
+    meta = encoder.metadata()
+    assert (
+        meta["latent_dim"] == 8
+        and meta["encode_dtype"] == "float32"
+        and len(meta["config_hash"]) == 16
+    )
+
+
+def test_shared_modules_import_without_ray() -> None:
+    code = (
+        "import sys, pipeline.clips, pipeline.encoding, pipeline.storage, pipeline.reader, pipeline.run;"
+        "assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)

@@ -1,0 +1,156 @@
+"""Clip sampling from real and synthetic videos: frame indices, strides, modes, buckets, resizing, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pipeline_media import encode_mp4
+from pydantic import ValidationError
+
+from model.errors import InputShapeError, VideoDecodeError
+from pipeline.clips import (
+    ClipSettings,
+    choose_bucket,
+    clip_to_tensor,
+    plan_clip_starts,
+    sample_clips,
+)
+
+TINY = {"num_frames": 9, "height": 64, "width": 64}
+
+
+def test_first_clip_of_real_footage(media: dict[str, bytes]) -> None:
+    (clip,) = sample_clips(media["carphone"], ClipSettings(**TINY))
+    assert clip.frames.shape == (9, 64, 64, 3) and clip.frames.dtype == np.uint8
+    assert clip.frame_indices == list(range(9))
+    assert clip.fps == pytest.approx(24.0)
+    assert clip.source_size == (144, 176) and clip.target_size == (64, 64) and clip.bucket is None
+    assert clip.frames.std() > 10  # real picture content, not a blank
+
+
+def test_stride_from_target_fps_and_start_frame(media: dict[str, bytes]) -> None:
+    (clip,) = sample_clips(media["synth_b"], ClipSettings(**TINY, target_fps=12, start_frame=3))
+    assert clip.frame_indices == list(range(3, 20, 2))
+    assert clip.fps == pytest.approx(12.0)
+
+
+def test_uniform_and_all_modes(media: dict[str, bytes]) -> None:  # synth_a has 20 frames
+    uniform = sample_clips(media["synth_a"], ClipSettings(**TINY, clip_mode="uniform", num_clips=3))
+    assert [c.frame_indices[0] for c in uniform] == [0, 6, 11]
+    every = sample_clips(media["synth_a"], ClipSettings(**TINY, clip_mode="all"))
+    assert [c.frame_indices for c in every] == [list(range(0, 9)), list(range(9, 18))]
+    assert [c.clip_index for c in every] == [0, 1]
+    capped = sample_clips(media["synth_a"], ClipSettings(**TINY, clip_mode="all", num_clips=1))
+    assert len(capped) == 1
+    # the same frames as the first clip, whichever mode cut them
+    assert np.array_equal(every[0].frames, uniform[0].frames)
+
+
+def test_each_video_goes_to_its_nearest_bucket(media: dict[str, bytes]) -> None:
+    buckets = "9x64x64,9x32x96,9x96x64"
+    wide = sample_clips(media["bikes"], ClipSettings(buckets=buckets))  # 160x68
+    tall = sample_clips(media["synth_b"], ClipSettings(buckets=buckets))  # 64 wide, 96 high
+    assert (wide[0].bucket, wide[0].frames.shape) == ("9x32x96", (9, 32, 96, 3))
+    assert (tall[0].bucket, tall[0].frames.shape) == ("9x96x64", (9, 96, 64, 3))
+
+
+def test_longest_bucket_that_fits_wins_among_equal_aspects() -> None:
+    settings = ClipSettings(buckets="17x64x64,9x64x64,33x64x64")
+    assert (
+        choose_bucket(settings.buckets, (64, 64), frames_available=20, stride=1).name == "17x64x64"
+    )
+    assert (
+        choose_bucket(settings.buckets, (64, 64), frames_available=40, stride=1).name == "33x64x64"
+    )
+
+
+def test_crop_keeps_the_centre_and_stretch_keeps_everything() -> None:
+    image = np.zeros((64, 192, 3), np.uint8)
+    image[:, 64:128] = 255  # white centre third, black sides
+    video = encode_mp4([image] * 9)
+    (cropped,) = sample_clips(video, ClipSettings(**TINY))
+    (stretched,) = sample_clips(video, ClipSettings(**TINY, resize_mode="stretch"))
+    assert cropped.frames[:, :, 4:-4].min() > 200
+    assert stretched.frames[:, :, :16].max() < 60 and stretched.frames[:, :, 28:36].min() > 200
+
+
+@pytest.mark.parametrize(
+    ("medium", "reason"),
+    [
+        ("zero_bytes", "empty"),
+        ("text", "unreadable"),
+        ("truncated", "unreadable"),
+        ("three_frames", "too_short"),
+    ],
+)
+def test_bad_videos_raise_video_decode_errors(
+    media: dict[str, bytes], medium: str, reason: str
+) -> None:
+    with pytest.raises(VideoDecodeError) as caught:
+        sample_clips(media[medium], ClipSettings(**TINY))
+    assert caught.value.reason == reason
+    assert reason in str(caught.value)
+
+
+def test_clip_to_tensor_layout_and_range() -> None:
+    frames = np.zeros((5, 8, 16, 3), np.uint8)
+    frames[1, 2, 3] = (255, 0, 128)
+    x = clip_to_tensor(frames)
+    assert x.shape == (1, 3, 5, 8, 16) and x.dtype == torch.float32
+    assert x[0, :, 1, 2, 3].tolist() == pytest.approx([1.0, -1.0, 128 / 127.5 - 1], abs=1e-6)
+    assert x.min() == -1.0
+    with pytest.raises(InputShapeError):
+        clip_to_tensor(frames.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_frames": 10},
+        {"height": 60},
+        {"buckets": "9x64"},
+        {"buckets": "8x64x64"},
+        {"clip_mode": "random"},
+    ],
+)
+def test_invalid_settings_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ClipSettings(**bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    total=st.integers(0, 200),
+    k=st.integers(0, 8),
+    stride=st.integers(1, 4),
+    start=st.integers(0, 30),
+    mode=st.sampled_from(["first", "uniform", "all"]),
+    num_clips=st.one_of(st.none(), st.integers(1, 6)),
+)
+def test_planned_clips_lie_inside_the_video(
+    total: int, k: int, stride: int, start: int, mode: str, num_clips: int | None
+) -> None:
+    num_frames = 1 + 4 * k
+    span = (num_frames - 1) * stride + 1
+    settings_ = ClipSettings(
+        num_frames=num_frames, start_frame=start, clip_mode=mode, num_clips=num_clips
+    )
+    if total - start < span:
+        with pytest.raises(VideoDecodeError):
+            plan_clip_starts(settings_, num_frames, total, stride)
+        return
+    starts = plan_clip_starts(settings_, num_frames, total, stride)
+    assert starts and starts == sorted(set(starts)) and starts[0] == start
+    assert all(start <= s and s + span <= total for s in starts)
+    if mode == "all":
+        assert all(b - a >= span for a, b in zip(starts, starts[1:], strict=False))
+        assert len(starts) == min((total - start) // span, num_clips or 10**9)
+    if mode == "uniform":
+        assert len(starts) <= (num_clips or 1)
+        if (num_clips or 1) > 1:
+            assert starts[-1] == total - span

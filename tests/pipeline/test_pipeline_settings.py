@@ -1,0 +1,65 @@
+"""PipelineSettings from a YAML file, environment and CLI flags, and what they refuse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from pipeline.settings import PipelineSettings, load_settings
+
+
+def test_cli_flags_override_the_file_and_env_fills_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "inputs": ["s3://b/shard-{00000..00009}.tar"],
+                "output": "s3://b/latents",
+                "clips": {
+                    "num_frames": 17,
+                    "height": 256,
+                    "width": 256,
+                    "clip_mode": "uniform",
+                    "num_clips": 2,
+                },
+                "storage": {"endpoint_url": "http://127.0.0.1:9000"},
+            }
+        )
+    )
+    monkeypatch.setenv("WFVAE_PIPELINE_CONCURRENCY", "3")
+    settings = load_settings(
+        config, ["--clips.num_frames", "33", "--encoder.latent_kind", "sample"]
+    )
+    assert settings.clips.num_frames == 33 and settings.clips.num_clips == 2
+    assert settings.encoder.latent_kind == "sample"
+    assert settings.concurrency == 3
+    assert settings.storage.endpoint_url == "http://127.0.0.1:9000"
+
+
+def test_output_hash_tracks_what_changes_the_rows() -> None:
+    base = PipelineSettings(inputs=["a.tar"], output="out")
+    assert base.output_hash("m") == base.model_copy(
+        update={"concurrency": 4, "inputs": ["b.tar"]}
+    ).output_hash("m")
+    assert base.output_hash("m") != base.output_hash("other-model")
+    changed = base.model_copy(update={"clips": base.clips.model_copy(update={"height": 128})})
+    assert changed.output_hash("m") != base.output_hash("m")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"output": "out"},  # no inputs
+        {"inputs": ["a.tar"], "output": "out", "clips": {"num_frames": 16}},
+        {"inputs": ["a.tar"], "output": "out", "latent_dtype": "int8"},
+        {"inputs": ["a.tar"], "output": "out", "unknown": 1},
+    ],
+)
+def test_bad_settings_are_refused(values: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValidationError):
+        PipelineSettings(**values)
