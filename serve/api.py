@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Sequence
 from importlib import metadata as package_metadata
 from typing import Protocol, TypeVar
@@ -30,7 +31,7 @@ from .schemas import (
 )
 from .settings import ServeSettings
 
-__all__ = ["Backend", "create_api", "service_version"]
+__all__ = ["Backend", "Stopwatch", "create_api", "service_version"]
 
 T = TypeVar("T")
 LATENT_BODY_TYPES = [*SAFETENSORS_TYPES, *NPY_TYPES, *JSON_TYPES]
@@ -54,6 +55,19 @@ def service_version() -> str:
         return package_metadata.version(PACKAGE)
     except package_metadata.PackageNotFoundError:
         return "unknown"
+
+
+class Stopwatch:
+    """Named laps of wall time, for the Server-Timing header."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
 
 
 def _body_doc(types: Sequence[str], description: str) -> dict[str, object]:
@@ -81,9 +95,16 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         except asyncio.TimeoutError as error:
             raise RequestTimeout(settings.request_timeout_s) from error
 
-    def finish(response: Response, results: Sequence[JobResult]) -> Response:
+    def finish(
+        response: Response, results: Sequence[JobResult], timings: dict[str, float]
+    ) -> Response:
+        """Batch size, replica and a Server-Timing header (ms) on an /encode or /decode answer."""
         response.headers["X-Batch-Size"] = str(max(r.batch_size for r in results))
         response.headers["X-Replica-Id"] = backend.replica_id
+        timings["model"] = max(r.seconds for r in results)
+        response.headers["Server-Timing"] = ", ".join(
+            f"{name};dur={1000 * seconds:.1f}" for name, seconds in timings.items()
+        )
         return response
 
     @public.get("/healthz")
@@ -144,7 +165,9 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             request, body, settings.max_body_bytes, settings.allowed_uri_schemes, settings.storage
         )
         engine = await backend.engine()
+        clock = Stopwatch()
         clips = await asyncio.to_thread(sample_clips, video, clip_settings)
+        clock.lap("video")
         check_clip_count(len(clips), settings)
         if options.key is not None and len(clips) != 1:
             raise LimitExceeded(f"key names one clip, but these settings cut {len(clips)} clips")
@@ -168,13 +191,15 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             for clip, key in zip(clips, keys, strict=True)
         ]
         results = await asyncio.gather(*(backend.submit(job) for job in jobs))
+        clock.lap("batch")  # waiting for the batch to fill, then the forward pass
         latent = torch.cat([r.unwrap() for r in results])  # (N, C, t, h, w)
         metadata = {**engine.encoder.metadata(), "latent_kind": latent_kind, "seed": seed,
                     "source": source}
         response = await asyncio.to_thread(
             encode_response, latent, clips, keys, metadata, options, settings.max_json_elements
         )
-        return finish(response, results)
+        clock.lap("respond")
+        return finish(response, results, clock.laps)
 
     @private.post(
         "/decode",
@@ -213,11 +238,14 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 f"an MP4 holds one video but the latent holds {latent.shape[0]}; "
                 "send one latent, or ask format=safetensors"
             )
+        clock = Stopwatch()
         result = await backend.submit(DecodeJob(latent.float()))
+        clock.lap("batch")
         response = await asyncio.to_thread(
             decode_response, result.unwrap(), options, engine.encoder.model_id
         )
-        return finish(response, [result])
+        clock.lap("respond")
+        return finish(response, [result], clock.laps)
 
     app.include_router(public)
     app.include_router(private)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ class JobResult:
     output: torch.Tensor | None  # encode: (1, C, t, h, w) float32; decode: (B, 3, T, H, W) float32
     batch_size: int
     error: Exception | None = None
+    seconds: float = 0.0  # wall time of the group's forward pass
 
     def unwrap(self) -> torch.Tensor:
         """The output; raises the group's error instead if it failed."""
@@ -152,13 +154,16 @@ def run_grouped(
         groups.setdefault(group_of(job), []).append(index)
     results: dict[int, JobResult] = {}
     for indices in groups.values():
+        start = time.perf_counter()
         try:
             outputs = run_group([jobs[i] for i in indices])
         except Exception as error:  # handed to each caller, which raises it in its own request
             logger.warning("a batch of %d jobs failed: %s: %s", len(indices), type(error).__name__, error)
             results.update((i, JobResult(None, len(indices), error)) for i in indices)
             continue
+        seconds = time.perf_counter() - start
         results.update(
-            (i, JobResult(output, len(indices))) for i, output in zip(indices, outputs, strict=True)
+            (i, JobResult(output, len(indices), seconds=seconds))
+            for i, output in zip(indices, outputs, strict=True)
         )
     return [results[i] for i in range(len(jobs))]

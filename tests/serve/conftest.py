@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from serve_testing import Service, main_args, strict_args
+from serve_testing import ENCODER, Service, main_args, strict_args
 
 from pipeline.encoding import ClipEncoder
 
@@ -66,4 +66,4 @@ def strict_service(serve_http: str) -> Iterator[Service]:
 @pytest.fixture(scope="package")
 def clip_encoder() -> ClipEncoder:
     """The pipeline's encoder in this process: the reference every /encode answer must equal."""
-    return ClipEncoder(dtype="float32", device="cpu")
+    return ClipEncoder.from_settings(ENCODER)

@@ -41,9 +41,14 @@ class Service:
         return {"Authorization": f"Bearer {TOKEN}"}
 
 
+# Long clips stream through the Causal Cache in the service; the pipeline reference uses the same.
+ENCODER = EncoderSettings(dtype="float32", device="cpu", chunk_frames=8)
+
+
 def main_args(s3_endpoint: str) -> ServeArgs:
     return ServeArgs(
-        encoder=EncoderSettings(dtype="float32", device="cpu"),
+        encoder=ENCODER,
+        chunk_latents=2,
         clip=CLIP,
         auth_token=TOKEN,
         max_body_bytes=MAX_BODY_BYTES,

@@ -12,6 +12,7 @@ import pytest
 import torch
 from serve_testing import (
     CLIP,
+    ENCODER,
     S3_CREDENTIALS,
     SAFETENSORS,
     TOKEN,
@@ -108,6 +109,9 @@ def test_encode_equals_the_pipelines_latent(
     assert json.loads(meta["scale"]) == list(clip_encoder.vae.config.scale)
     assert meta["latent_kind"] == "mean"
     assert json.loads(meta["source_size"]) == [144, 176]
+    laps = dict(part.strip().split(";dur=") for part in answer.headers["server-timing"].split(","))
+    assert {"video", "batch", "respond", "model"} <= set(laps)
+    assert all(float(ms) >= 0 for ms in laps.values())
 
 
 def test_encode_accepts_multipart_json_answers_and_several_clips(
@@ -163,7 +167,7 @@ def test_encode_other_latent_kinds_match_the_pipeline(
         headers={**service.auth, "Content-Type": "video/mp4"},
     )
     assert answer.status_code == 200, answer.text
-    reference = ClipEncoder(dtype="float32", device="cpu", latent_kind=kind, seed=7)  # type: ignore[arg-type]
+    reference = ClipEncoder.from_settings(ENCODER.model_copy(update={"latent_kind": kind, "seed": 7}))
     expected = reference_latent(reference, video, CLIP, keys=["clip-0"])
     latent = safetensors_tensors(answer.content)["latent"]
     assert max_abs_diff(latent, expected) <= TOLERANCE
