@@ -47,6 +47,10 @@ class RunSummary(BaseModel):
     errors_by_reason: dict[str, int] = Field(default_factory=dict)
     seconds: float
     clips_per_s: float
+    first_result_s: float | None = Field(
+        default=None,
+        description="seconds until the first encoded block reached the driver (start-up)",
+    )
 
     def table(self) -> str:
         """A short human-readable report (for logs and the CLI)."""
@@ -163,6 +167,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
     committer = UnitCommitter(
         settings.output, settings.storage, plan.units, file_metadata, settings.output_hash(model_id)
     )
+    first_result: float | None = None
     if plan.units:
         _ray_init(settings)
         ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
@@ -200,7 +205,10 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
             **_encoder_resources(),
         )
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if first_result is None:
+                first_result = time.perf_counter() - start
             committer.add(block)
+        log.debug("ray data stats:\n%s", dataset.stats())
     new_markers = committer.finish()
     seconds = time.perf_counter() - start
     reasons: Counter[str] = Counter()
@@ -218,6 +226,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         errors_by_reason=dict(sorted(reasons.items())),
         seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
+        first_result_s=first_result,
     )
     all_markers = list(plan.finished.values()) + new_markers
     stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)

