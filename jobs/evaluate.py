@@ -29,7 +29,7 @@ from model import WFVAE, default_model_dir, load_wfvae
 from model.metrics import psnr_per_frame, ssim_per_frame
 from model.training.lpips import LPIPS, PerceptualWeightsMissing
 
-__all__ = ["EvalSettings", "evaluate", "frechet_distance", "main", "render_grid", "render_psnr_plot"]
+__all__ = ["EvalSettings", "evaluate", "frechet_distance", "load_clips", "main", "reconstruct", "render_grid", "render_psnr_plot", "table5"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class EvalSettings(BaseModel):
     height: int = Field(256, gt=0)
     width: int = Field(256, gt=0)
     resize_mode: str = "crop"
+    clips_per_video: int = Field(1, ge=1, description="clips spread evenly over each video")
     chunk_frames: int = Field(8, ge=TEMPORAL_COMPRESSION, description="block size, a multiple of 4")
     lpips_weights: str | None = None
     i3d_weights: str | None = Field(None, description="StyleGAN-V's i3d_torchscript.pt, for FVD")
@@ -58,15 +59,15 @@ class EvalSettings(BaseModel):
 
 
 # -- per-video work -----------------------------------------------------------------------------
-def load_clip(uri: str, settings: EvalSettings) -> Tensor:
-    """The first clip of a video, through the pipeline's decoder: (1, 3, T, H, W) in [-1, 1]."""
+def load_clips(uri: str, settings: EvalSettings) -> list[Tensor]:
+    """Clips spread evenly over a video, through the pipeline's decoder: each (1, 3, T, H, W) in [-1, 1]."""
     from jobs.train import read_bytes
     from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
 
     clip_settings = ClipSettings(num_frames=settings.num_frames, height=settings.height, width=settings.width,
-                                 resize_mode=settings.resize_mode)  # type: ignore[arg-type]
-    clip = sample_clips(read_bytes(uri, settings.endpoint_url), clip_settings)[0]
-    return clip_to_tensor(clip.frames)
+                                 resize_mode=settings.resize_mode,  # type: ignore[arg-type]
+                                 clip_mode="uniform", num_clips=settings.clips_per_video)
+    return [clip_to_tensor(clip.frames) for clip in sample_clips(read_bytes(uri, settings.endpoint_url), clip_settings)]
 
 
 @torch.no_grad()
@@ -205,15 +206,21 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     vae = load_wfvae(settings.model)
     lpips = _optional_lpips(settings.lpips_weights)
-    rows, originals, whole_recs, block_recs = [], [], [], []
+    rows: list[dict[str, Any]] = []
+    originals: list[Tensor] = []
+    whole_recs: list[Tensor] = []
+    block_recs: list[Tensor] = []
     for uri in settings.videos:
         name = Path(uri.rstrip("/")).stem
-        x = load_clip(uri, settings)
-        whole = reconstruct(vae, x, None)
-        block = reconstruct(vae, x, settings.chunk_frames)
+        clips = load_clips(uri, settings)
+        # Clips of one video are scored as one long sequence of frames (metrics are per frame).
+        x = torch.cat(clips, dim=2)  # (1, 3, n*T, H, W)
+        whole = torch.cat([reconstruct(vae, c, None) for c in clips], dim=2)
+        block = torch.cat([reconstruct(vae, c, settings.chunk_frames) for c in clips], dim=2)
         row: dict[str, Any] = {
             "video": uri,
             "name": name,
+            "clips": len(clips),
             "frames": int(x.shape[2]),
             "whole_clip": _scores(x, whole, lpips),
             "block_wise": _scores(x, block, lpips),
@@ -221,16 +228,18 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         }
         row["psnr_drop"] = row["whole_clip"]["psnr"] - row["block_wise"]["psnr"]
         if settings.pictures:
-            row["grid_png"] = str(render_grid(x, whole, out / f"{name}_grid.png"))
+            first = slice(0, clips[0].shape[2])
+            row["grid_png"] = str(render_grid(x[:, :, first], whole[:, :, first], out / f"{name}_grid.png"))
             row["psnr_plot_png"] = str(render_psnr_plot(
                 row["whole_clip"]["psnr_per_frame"], row["block_wise"]["psnr_per_frame"],
                 out / f"{name}_psnr.png", f"{name}: PSNR per frame"))
         log.info("%s: PSNR %.2f whole / %.2f block-wise, SSIM %.4f", name, row["whole_clip"]["psnr"],
                  row["block_wise"]["psnr"], row["whole_clip"]["ssim"])
         rows.append(row)
-        originals.append(x)
-        whole_recs.append(whole)
-        block_recs.append(block)
+        frames = clips[0].shape[2]  # FVD compares clips, not whole videos
+        originals.extend(clips)
+        whole_recs.extend(whole.split(frames, dim=2))
+        block_recs.extend(block.split(frames, dim=2))
     summary = {mode: _mean_scores([r[mode] for r in rows]) for mode in ("whole_clip", "block_wise")}
     if settings.i3d_weights:
         detector = torch.jit.load(settings.i3d_weights, map_location="cpu").eval()
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--resize-mode", choices=["crop", "stretch"], default="crop")
+    p.add_argument("--clips-per-video", type=int, default=1)
     p.add_argument("--chunk-frames", type=int, default=8)
     p.add_argument("--lpips-weights")
     p.add_argument("--i3d-weights")
@@ -301,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     report = evaluate(EvalSettings(
         model=args.model, videos=args.videos, out=args.out, num_frames=args.num_frames, height=args.height,
         width=args.width, resize_mode=args.resize_mode, chunk_frames=args.chunk_frames,
+        clips_per_video=args.clips_per_video,
         lpips_weights=args.lpips_weights, i3d_weights=args.i3d_weights, pictures=not args.no_pictures,
     ))
     print(report["table"])

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from model.training import LPIPS, LossConfig, PerceptualWeightsMissing, SyntheticMotionSampler, Trainer, TrainConfig
-from model.training.lpips import VGG_TAPS, VGG16Features
 from training_helpers import tiny_model_config
+
+from model.training import (
+    LPIPS,
+    LossConfig,
+    PerceptualWeightsMissing,
+    SyntheticMotionSampler,
+    TrainConfig,
+    Trainer,
+)
+from model.training.lpips import VGG_TAPS, VGG16Features
 
 
 def _images(seed: int) -> torch.Tensor:
