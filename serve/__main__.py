@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # advertise loopback only
 
     import ray
@@ -38,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     from .settings import ServeSettings
 
     settings = ServeSettings()  # from WFVAE_SERVE_* variables; invalid ones fail here, clearly
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    ray.init(
+        num_cpus=args.num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
+    )
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(build_app(settings), name=args.app_name, route_prefix="/")
     logger.info("serving on http://%s:%d (Ctrl-C stops)", args.host, args.port)

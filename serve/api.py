@@ -127,9 +127,16 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         engine = await bounded(backend.engine())
         limits = {
             name: getattr(settings, name)
-            for name in ("max_body_bytes", "max_frames", "max_pixels", "max_clips",
-                         "max_latent_elements", "max_json_elements", "request_timeout_s",
-                         "max_batch_size")
+            for name in (
+                "max_body_bytes",
+                "max_frames",
+                "max_pixels",
+                "max_clips",
+                "max_latent_elements",
+                "max_json_elements",
+                "request_timeout_s",
+                "max_batch_size",
+            )
         }
         return ModelInfo.model_validate(
             {**engine.model_info(), "service_version": service_version(), "limits": limits}
@@ -146,8 +153,13 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         openapi_extra={
             "parameters": query_parameters(EncodeOptions, ClipSettings),
             "requestBody": _body_doc(
-                ["video/mp4", "application/octet-stream", "multipart/form-data", "application/json"],
-                "video bytes; a multipart upload (field 'video'); or JSON {\"uri\": \"s3://...\"}",
+                [
+                    "video/mp4",
+                    "application/octet-stream",
+                    "multipart/form-data",
+                    "application/json",
+                ],
+                'video bytes; a multipart upload (field \'video\'); or JSON {"uri": "s3://..."}',
             ),
         },
     )
@@ -173,19 +185,23 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             raise LimitExceeded(f"key names one clip, but these settings cut {len(clips)} clips")
         latent_kind = options.latent or engine.encoder.latent_kind
         seed = options.seed if options.seed is not None else engine.encoder.seed
-        keys = [options.key] if options.key is not None else [
-            clip_key(
-                source_uri=source,
-                member_key="",
-                version="",
-                frame_indices=clip.frame_indices,
-                target_size=clip.target_size,
-                resize_mode=clip_settings.resize_mode,
-                model_id=engine.encoder.model_id,
-                latent_kind=latent_kind,
-            )
-            for clip in clips
-        ]
+        keys = (
+            [options.key]
+            if options.key is not None
+            else [
+                clip_key(
+                    source_uri=source,
+                    member_key="",
+                    version="",
+                    frame_indices=clip.frame_indices,
+                    target_size=clip.target_size,
+                    resize_mode=clip_settings.resize_mode,
+                    model_id=engine.encoder.model_id,
+                    latent_kind=latent_kind,
+                )
+                for clip in clips
+            ]
+        )
         jobs = [
             EncodeJob(clip_to_tensor(clip.frames), latent_kind, seed, key)  # (1, 3, T, H, W)
             for clip, key in zip(clips, keys, strict=True)
@@ -193,8 +209,12 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         results = await asyncio.gather(*(backend.submit(job) for job in jobs))
         clock.lap("batch")  # waiting for the batch to fill, then the forward pass
         latent = torch.cat([r.unwrap() for r in results])  # (N, C, t, h, w)
-        metadata = {**engine.encoder.metadata(), "latent_kind": latent_kind, "seed": seed,
-                    "source": source}
+        metadata = {
+            **engine.encoder.metadata(),
+            "latent_kind": latent_kind,
+            "seed": seed,
+            "source": source,
+        }
         response = await asyncio.to_thread(
             encode_response, latent, clips, keys, metadata, options, settings.max_json_elements
         )
@@ -210,7 +230,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             "requestBody": _body_doc(
                 LATENT_BODY_TYPES,
                 "a latent (C, t, h, w) or (B, C, t, h, w): safetensors (tensor 'latent'), .npy, "
-                "or JSON {\"latent\": [...]}",
+                'or JSON {"latent": [...]}',
             ),
         },
     )
@@ -232,7 +252,9 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             max_frames=settings.max_frames,
             max_pixels=settings.max_pixels,
         )
-        latent = await asyncio.to_thread(parse_latent, body, content_type, limits)  # (B, C, t, h, w)
+        latent = await asyncio.to_thread(
+            parse_latent, body, content_type, limits
+        )  # (B, C, t, h, w)
         if options.format == "mp4" and latent.shape[0] != 1:
             raise LimitExceeded(
                 f"an MP4 holds one video but the latent holds {latent.shape[0]}; "
@@ -250,4 +272,3 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     app.include_router(public)
     app.include_router(private)
     return app
-

@@ -134,7 +134,9 @@ class LatentEngine:
 
     def warm_up(self) -> None:
         """One tiny encode and decode, so the first request does not pay for lazy initialisation."""
-        frames = np.zeros((1 + TEMPORAL_COMPRESSION, SPATIAL_COMPRESSION, SPATIAL_COMPRESSION, 3), np.uint8)
+        frames = np.zeros(
+            (1 + TEMPORAL_COMPRESSION, SPATIAL_COMPRESSION, SPATIAL_COMPRESSION, 3), np.uint8
+        )
         latent = torch.from_numpy(self.encoder.encode_clips([frames]))
         self.run([DecodeJob(latent)])
 
@@ -158,7 +160,9 @@ def run_grouped(
         try:
             outputs = run_group([jobs[i] for i in indices])
         except Exception as error:  # handed to each caller, which raises it in its own request
-            logger.warning("a batch of %d jobs failed: %s: %s", len(indices), type(error).__name__, error)
+            logger.warning(
+                "a batch of %d jobs failed: %s: %s", len(indices), type(error).__name__, error
+            )
             results.update((i, JobResult(None, len(indices), error)) for i in indices)
             continue
         seconds = time.perf_counter() - start

@@ -127,12 +127,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, error: Exception) -> JSONResponse:
         status = status_for(error)
         log = logger.error if status >= 500 else logger.info
-        log("%s %s -> %d %s: %s", request.method, request.url.path, status,
-            type(error).__name__, error)
+        log(
+            "%s %s -> %d %s: %s",
+            request.method,
+            request.url.path,
+            status,
+            type(error).__name__,
+            error,
+        )
         return _error_response(error)
 
     async def on_validation_error(request: Request, error: Exception) -> JSONResponse:
-        errors = error.errors() if isinstance(error, RequestValidationError | ValidationError) else []
+        errors = (
+            error.errors() if isinstance(error, RequestValidationError | ValidationError) else []
+        )
         detail = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in errors

@@ -57,7 +57,9 @@ def encode_response(
                 f"{max_json_elements}: ask format=safetensors"
             )
         return JSONResponse({**meta, "latent": latent.float().tolist()}, headers=headers)
-    frame_indices = torch.tensor([list(c.frame_indices) for c in clips], dtype=torch.int64)  # (N, T)
+    frame_indices = torch.tensor(
+        [list(c.frame_indices) for c in clips], dtype=torch.int64
+    )  # (N, T)
     body = frames_safetensors(
         {"latent": latent, "frame_indices": frame_indices},
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
@@ -71,7 +73,9 @@ def decode_response(video: torch.Tensor, options: DecodeOptions, model_id: str) 
     if options.format == "mp4":
         frames = frames_to_uint8(video)[0]  # (T, H, W, 3); the route refuses B > 1 for MP4
         headers.update(tensor_headers("Frames", frames))
-        return Response(write_mp4(frames.numpy(), options.fps), media_type=MP4_MEDIA_TYPE, headers=headers)
+        return Response(
+            write_mp4(frames.numpy(), options.fps), media_type=MP4_MEDIA_TYPE, headers=headers
+        )
     if options.frames_dtype == "uint8":
         tensors = {"frames": frames_to_uint8(video)}  # (B, T, H, W, 3)
     else:

@@ -32,7 +32,8 @@ class EncodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     latent: LatentKind | None = Field(
-        default=None, description="mean, sample or moments (mean then logvar); default: the service's"
+        default=None,
+        description="mean, sample or moments (mean then logvar); default: the service's",
     )
     seed: int | None = Field(default=None, description="base seed of latent=sample")
     key: str | None = Field(
@@ -108,7 +109,9 @@ def _limit_clip_settings(clip: ClipSettings, settings: ServeSettings) -> ClipSet
     ]
     for frames, height, width in geometries:
         if frames > settings.max_frames:
-            raise LimitExceeded(f"clips of {frames} frames asked; the limit is {settings.max_frames}")
+            raise LimitExceeded(
+                f"clips of {frames} frames asked; the limit is {settings.max_frames}"
+            )
         if height * width > settings.max_pixels:
             raise LimitExceeded(
                 f"clips of {height}x{width} = {height * width} pixels asked; "

@@ -12,7 +12,9 @@ __all__ = ["frames_to_uint8", "write_mp4", "frames_safetensors"]
 
 UINT8_MAX = 255.0
 MP4_CODEC = "libx264"
-MP4_PIXEL_FORMAT = "yuv420p"  # what every player decodes; needs even sizes (ours are multiples of 8)
+MP4_PIXEL_FORMAT = (
+    "yuv420p"  # what every player decodes; needs even sizes (ours are multiples of 8)
+)
 
 
 def frames_to_uint8(video: torch.Tensor) -> torch.Tensor:

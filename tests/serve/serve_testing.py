@@ -24,7 +24,9 @@ TOLERANCE = 1e-5
 TOKEN = "test-token"
 # Tiny clips keep the whole package fast on two shared cores.
 CLIP = ClipSettings(num_frames=9, height=64, width=64)
-MAX_BODY_BYTES = 800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
+MAX_BODY_BYTES = (
+    800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
+)
 S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
 
 

@@ -70,99 +70,183 @@ def chunked(data: bytes) -> Iterator[bytes]:
 
 CASES: dict[str, Case] = {
     # --- /encode: the body ---
-    "not a video": Case("/encode", 400, "the video cannot be used: unreadable", lambda v: b"not a video at all" * 100),
-    "truncated mp4": Case("/encode", 400, "the video cannot be used", lambda v: v["carphone_pristine"][:3000]),
+    "not a video": Case(
+        "/encode",
+        400,
+        "the video cannot be used: unreadable",
+        lambda v: b"not a video at all" * 100,
+    ),
+    "truncated mp4": Case(
+        "/encode", 400, "the video cannot be used", lambda v: v["carphone_pristine"][:3000]
+    ),
     "empty body": Case("/encode", 400, "the video cannot be used: empty", lambda v: b""),
-    "text content type": Case("/encode", 415, "'text/plain' is not accepted", content_type="text/plain"),
+    "text content type": Case(
+        "/encode", 415, "'text/plain' is not accepted", content_type="text/plain"
+    ),
     "no content type": Case("/encode", 415, "(none)", content_type=None),
-    "body too large": Case("/encode", 413, f"limit is {MAX_BODY_BYTES} bytes", lambda v: v["bigbuckbunny"]),
+    "body too large": Case(
+        "/encode", 413, f"limit is {MAX_BODY_BYTES} bytes", lambda v: v["bigbuckbunny"]
+    ),
     "chunked body too large": Case(
         "/encode", 413, f"limit is {MAX_BODY_BYTES} bytes", lambda v: chunked(v["bigbuckbunny"])
     ),
     "multipart without video field": Case(
-        "/encode", 400, "no file field named 'video'",
+        "/encode",
+        400,
+        "no file field named 'video'",
         lambda v: b'--xyz\r\nContent-Disposition: form-data; name="other"\r\n\r\nhi\r\n--xyz--\r\n',
         content_type="multipart/form-data; boundary=xyz",
     ),
     "broken multipart": Case(
-        "/encode", 400, "multipart", lambda v: b"--xyz\r\nnonsense", "multipart/form-data; boundary=xyz"
+        "/encode",
+        400,
+        "multipart",
+        lambda v: b"--xyz\r\nnonsense",
+        "multipart/form-data; boundary=xyz",
     ),
     "JSON not a URI request": Case("/encode", 400, '{"uri"', lambda v: b"[1, 2", JSON),
     "JSON with unknown field": Case(
         "/encode", 422, "uri", lambda v: json.dumps({"url": "s3://b/k"}).encode(), JSON
     ),
     "URI with a local scheme": Case(
-        "/encode", 400, "scheme 'file'", lambda v: json.dumps({"uri": "file:///etc/passwd"}).encode(), JSON
+        "/encode",
+        400,
+        "scheme 'file'",
+        lambda v: json.dumps({"uri": "file:///etc/passwd"}).encode(),
+        JSON,
     ),
     "URI without an object": Case(
-        "/encode", 400, "s3://no-such-bucket/clip.mp4",
-        lambda v: json.dumps({"uri": "s3://no-such-bucket/clip.mp4"}).encode(), JSON,
+        "/encode",
+        400,
+        "s3://no-such-bucket/clip.mp4",
+        lambda v: json.dumps({"uri": "s3://no-such-bucket/clip.mp4"}).encode(),
+        JSON,
     ),
-    "video too short": Case("/encode", 400, "too_short: 120 frames available", params={"num_frames": 17, "frame_stride": 10}),
+    "video too short": Case(
+        "/encode",
+        400,
+        "too_short: 120 frames available",
+        params={"num_frames": 17, "frame_stride": 10},
+    ),
     # --- /encode: the parameters ---
     "too many frames": Case("/encode", 422, "the limit is 17", params={"num_frames": 33}),
     "resolution too high": Case("/encode", 422, "pixels", params={"height": 128, "width": 128}),
     "bucket too large": Case("/encode", 422, "pixels", params={"buckets": "9x64x64,9x128x256"}),
     "frames not 1 + 4k": Case("/encode", 422, "1 + 4k", params={"num_frames": 10}),
     "unknown parameter": Case("/encode", 422, "Extra inputs", params={"colour": "red"}),
-    "unknown latent kind": Case("/encode", 422, "'mean', 'sample' or 'moments'", params={"latent": "max"}),
-    "negative stride": Case("/encode", 422, "greater than or equal to 1", params={"frame_stride": -1}),
-    "too many clips asked": Case("/encode", 422, "num_clips=5", params={"clip_mode": "uniform", "num_clips": 5}),
+    "unknown latent kind": Case(
+        "/encode", 422, "'mean', 'sample' or 'moments'", params={"latent": "max"}
+    ),
+    "negative stride": Case(
+        "/encode", 422, "greater than or equal to 1", params={"frame_stride": -1}
+    ),
+    "too many clips asked": Case(
+        "/encode", 422, "num_clips=5", params={"clip_mode": "uniform", "num_clips": 5}
+    ),
     "too many clips cut": Case(
         "/encode", 422, "more than 4 clips", lambda v: v["bikes"], params={"clip_mode": "all"}
     ),
     "key for several clips": Case(
-        "/encode", 422, "key names one clip",
+        "/encode",
+        422,
+        "key names one clip",
         params={"clip_mode": "uniform", "num_clips": 2, "key": "k", "latent": "sample"},
     ),
     "JSON answer too large": Case(
-        "/encode", 422, "format=safetensors",
+        "/encode",
+        422,
+        "format=safetensors",
         params={"format": "json", "num_frames": 17, "clip_mode": "uniform", "num_clips": 4},
     ),
     # --- /decode ---
-    "not safetensors": Case("/decode", 400, "not a safetensors file", lambda v: b"\x10garbage" * 8, SAFETENSORS),
+    "not safetensors": Case(
+        "/decode", 400, "not a safetensors file", lambda v: b"\x10garbage" * 8, SAFETENSORS
+    ),
     "not npy": Case("/decode", 400, "not a .npy file", lambda v: b"\x93NUMPY garbage", NPY),
     "npz archive": Case(
-        "/decode", 400, ".npz archive",
-        lambda v: (lambda b: (np.savez(b, a=np.zeros(3)), b.getvalue())[1])(io.BytesIO()), NPY,
+        "/decode",
+        400,
+        ".npz archive",
+        lambda v: (lambda b: (np.savez(b, a=np.zeros(3)), b.getvalue())[1])(io.BytesIO()),
+        NPY,
     ),
     "not JSON": Case("/decode", 400, "not JSON", lambda v: b"{latent: ", JSON),
     "JSON without latent": Case("/decode", 400, '"latent"', lambda v: b'{"z": [1]}', JSON),
-    "JSON ragged latent": Case("/decode", 400, "rectangular", lambda v: b'{"latent": [[1, 2], [3]]}', JSON),
+    "JSON ragged latent": Case(
+        "/decode", 400, "rectangular", lambda v: b'{"latent": [[1, 2], [3]]}', JSON
+    ),
     "two unnamed tensors": Case(
-        "/decode", 400, "name the latent tensor 'latent'",
-        lambda v: safetensors_of(a=latent(8, 1, 2, 2), b=latent(8, 1, 2, 2)), SAFETENSORS,
+        "/decode",
+        400,
+        "name the latent tensor 'latent'",
+        lambda v: safetensors_of(a=latent(8, 1, 2, 2), b=latent(8, 1, 2, 2)),
+        SAFETENSORS,
     ),
     "wrong channel count": Case(
-        "/decode", 422, "8 channels", lambda v: safetensors_of(latent=latent(4, 2, 4, 4)), SAFETENSORS
+        "/decode",
+        422,
+        "8 channels",
+        lambda v: safetensors_of(latent=latent(4, 2, 4, 4)),
+        SAFETENSORS,
     ),
-    "wrong rank": Case("/decode", 422, "(B, C, T, H, W)", lambda v: npy_of(np.zeros((8, 4, 4), np.float32)), NPY),
-    "integer latent": Case("/decode", 422, "floating", lambda v: npy_of(np.zeros((8, 2, 4, 4), np.int32)), NPY),
+    "wrong rank": Case(
+        "/decode", 422, "(B, C, T, H, W)", lambda v: npy_of(np.zeros((8, 4, 4), np.float32)), NPY
+    ),
+    "integer latent": Case(
+        "/decode", 422, "floating", lambda v: npy_of(np.zeros((8, 2, 4, 4), np.int32)), NPY
+    ),
     "NaN latent": Case(
-        "/decode", 422, "NaN or Inf", lambda v: safetensors_of(latent=with_value(float("nan"))), SAFETENSORS
+        "/decode",
+        422,
+        "NaN or Inf",
+        lambda v: safetensors_of(latent=with_value(float("nan"))),
+        SAFETENSORS,
     ),
     "Inf latent (JSON)": Case(
-        "/decode", 422, "NaN or Inf",
-        lambda v: json.dumps({"latent": with_value(float("inf")).tolist()}).encode(), JSON,
+        "/decode",
+        422,
+        "NaN or Inf",
+        lambda v: json.dumps({"latent": with_value(float("inf")).tolist()}).encode(),
+        JSON,
     ),
     "-Inf latent (npy)": Case(
         "/decode", 422, "NaN or Inf", lambda v: npy_of(with_value(float("-inf")).numpy()), NPY
     ),
     "latent too large": Case(
-        "/decode", 422, "elements", lambda v: safetensors_of(latent=latent(8, 5, 12, 13)), SAFETENSORS
+        "/decode",
+        422,
+        "elements",
+        lambda v: safetensors_of(latent=latent(8, 5, 12, 13)),
+        SAFETENSORS,
     ),
     "latent decodes to too many frames": Case(
-        "/decode", 422, "21 frames", lambda v: safetensors_of(latent=latent(8, 6, 2, 2)), SAFETENSORS
+        "/decode",
+        422,
+        "21 frames",
+        lambda v: safetensors_of(latent=latent(8, 6, 2, 2)),
+        SAFETENSORS,
     ),
     "latent decodes too large": Case(
-        "/decode", 422, "104x104", lambda v: safetensors_of(latent=latent(8, 1, 13, 13)), SAFETENSORS
+        "/decode",
+        422,
+        "104x104",
+        lambda v: safetensors_of(latent=latent(8, 1, 13, 13)),
+        SAFETENSORS,
     ),
     "MP4 of a batch": Case(
-        "/decode", 422, "MP4 holds one video", lambda v: safetensors_of(latent=latent(2, 8, 1, 2, 2)), SAFETENSORS
+        "/decode",
+        422,
+        "MP4 holds one video",
+        lambda v: safetensors_of(latent=latent(2, 8, 1, 2, 2)),
+        SAFETENSORS,
     ),
     "decode of a video": Case("/decode", 415, "'video/mp4' is not accepted"),
     "zero fps": Case(
-        "/decode", 422, "greater than 0", lambda v: safetensors_of(latent=latent(8, 1, 2, 2)), SAFETENSORS,
+        "/decode",
+        422,
+        "greater than 0",
+        lambda v: safetensors_of(latent=latent(8, 1, 2, 2)),
+        SAFETENSORS,
         params={"fps": 0},
     ),
 }
@@ -177,7 +261,8 @@ def videos(sample_videos: dict[str, Path]) -> dict[str, bytes]:
 def replica_before(service: Service, videos: dict[str, bytes]) -> str:
     """The replica that answered a good request before any bad one."""
     answer = service.client.post(
-        f"{service.url}/encode", content=videos["carphone_distorted"],
+        f"{service.url}/encode",
+        content=videos["carphone_distorted"],
         headers={**service.auth, "Content-Type": MP4},
     )
     assert answer.status_code == 200, answer.text
@@ -208,7 +293,8 @@ def test_the_replica_keeps_serving_after_bad_input(
 
     assert service.client.get(f"{service.url}/readyz").status_code == 200
     answer = service.client.post(
-        f"{service.url}/encode", content=videos["carphone_pristine"],
+        f"{service.url}/encode",
+        content=videos["carphone_pristine"],
         headers={**service.auth, "Content-Type": MP4},
     )
     assert answer.status_code == 200, answer.text
@@ -222,11 +308,13 @@ def test_the_replica_keeps_serving_after_bad_input(
 def test_slow_requests_time_out(strict_service: Service, videos: dict[str, bytes]) -> None:
     """An app whose timeout every request overruns: 504 with a message, and it keeps answering."""
     encode = strict_service.client.post(
-        f"{strict_service.url}/encode", content=videos["carphone_distorted"],
+        f"{strict_service.url}/encode",
+        content=videos["carphone_distorted"],
         headers={"Content-Type": MP4},
     )
     decode = strict_service.client.post(
-        f"{strict_service.url}/decode", content=safetensors_of(latent=latent(8, 1, 2, 2)),
+        f"{strict_service.url}/decode",
+        content=safetensors_of(latent=latent(8, 1, 2, 2)),
         headers={"Content-Type": SAFETENSORS},
     )
     for answer in (encode, decode):

@@ -81,7 +81,14 @@ def test_openapi_schema_lists_the_routes(service: Service) -> None:
     schema = service.client.get(f"{service.url}/openapi.json", headers=service.auth).json()
     assert {"/encode", "/decode", "/healthz", "/readyz", "/v1/model"} <= set(schema["paths"])
     encode_params = {p["name"] for p in schema["paths"]["/encode"]["post"]["parameters"]}
-    assert {"num_frames", "frame_stride", "target_fps", "latent", "format", "buckets"} <= encode_params
+    assert {
+        "num_frames",
+        "frame_stride",
+        "target_fps",
+        "latent",
+        "format",
+        "buckets",
+    } <= encode_params
     assert "video/mp4" in schema["paths"]["/encode"]["post"]["requestBody"]["content"]
 
 
@@ -127,7 +134,9 @@ def test_encode_accepts_multipart_json_answers_and_several_clips(
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    settings = CLIP.model_copy(update={"clip_mode": "uniform", "num_clips": 3, "resize_mode": "stretch"})
+    settings = CLIP.model_copy(
+        update={"clip_mode": "uniform", "num_clips": 3, "resize_mode": "stretch"}
+    )
     expected = reference_latent(clip_encoder, video, settings)  # (3, 8, 3, 8, 8)
     assert body["shape"] == [3, 8, 3, 8, 8] and body["dtype"] == "float32"
     assert max_abs_diff(torch.tensor(body["latent"]), expected) <= TOLERANCE
@@ -163,11 +172,15 @@ def test_encode_other_latent_kinds_match_the_pipeline(
     video = sample_videos["carphone_pristine"].read_bytes()
     params: dict[str, str | int] = {"latent": kind, "seed": 7, "key": "clip-0"}
     answer = service.client.post(
-        f"{service.url}/encode", params=params, content=video,
+        f"{service.url}/encode",
+        params=params,
+        content=video,
         headers={**service.auth, "Content-Type": "video/mp4"},
     )
     assert answer.status_code == 200, answer.text
-    reference = ClipEncoder.from_settings(ENCODER.model_copy(update={"latent_kind": kind, "seed": 7}))
+    reference = ClipEncoder.from_settings(
+        ENCODER.model_copy(update={"latent_kind": kind, "seed": 7})
+    )
     expected = reference_latent(reference, video, CLIP, keys=["clip-0"])
     latent = safetensors_tensors(answer.content)["latent"]
     assert max_abs_diff(latent, expected) <= TOLERANCE
@@ -180,7 +193,9 @@ def test_round_trip_through_decode(
     """encode -> decode on a real video: the frames equal in-process decoding of the same latent."""
     video = sample_videos["bikes"].read_bytes()
     encoded = service.client.post(
-        f"{service.url}/encode", params={"start_frame": 40}, content=video,
+        f"{service.url}/encode",
+        params={"start_frame": 40},
+        content=video,
         headers={**service.auth, "Content-Type": "video/mp4"},
     )
     assert encoded.status_code == 200, encoded.text
@@ -189,14 +204,18 @@ def test_round_trip_through_decode(
         expected = clip_encoder.vae.decode(latent)  # (1, 3, 9, 64, 64)
 
     raw = service.client.post(
-        f"{service.url}/decode", params={"format": "safetensors", "frames_dtype": "float32"},
-        content=encoded.content, headers={**service.auth, "Content-Type": SAFETENSORS},
+        f"{service.url}/decode",
+        params={"format": "safetensors", "frames_dtype": "float32"},
+        content=encoded.content,
+        headers={**service.auth, "Content-Type": SAFETENSORS},
     )
     assert raw.status_code == 200, raw.text
     assert max_abs_diff(safetensors_tensors(raw.content)["frames"], expected) <= TOLERANCE
 
     mp4 = service.client.post(
-        f"{service.url}/decode", params={"fps": 12.5}, content=encoded.content,
+        f"{service.url}/decode",
+        params={"fps": 12.5},
+        content=encoded.content,
         headers={**service.auth, "Content-Type": SAFETENSORS},
     )
     assert mp4.status_code == 200, mp4.text
@@ -223,7 +242,9 @@ def test_decode_reads_npy_json_and_4d_latents_alike(
     }
     for content_type, body in bodies.items():
         answer = service.client.post(
-            f"{service.url}/decode", params={"format": "safetensors"}, content=body,
+            f"{service.url}/decode",
+            params={"format": "safetensors"},
+            content=body,
             headers={**service.auth, "Content-Type": content_type},
         )
         assert answer.status_code == 200, (content_type, answer.text)

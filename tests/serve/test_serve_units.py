@@ -36,10 +36,26 @@ from serve.settings import ServeArgs, ServeSettings, resolve_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_YAML = REPO / "serve" / "serve_config.yaml"
-MODULES = ["app", "api", "auth", "bodies", "engine", "errors", "latents", "responses",
-           "schemas", "settings", "video"]
-LIMITS = LatentLimits(latent_dim=8, max_latent_elements=10_000, max_json_elements=10_000,
-                      max_frames=129, max_pixels=512 * 512)
+MODULES = [
+    "app",
+    "api",
+    "auth",
+    "bodies",
+    "engine",
+    "errors",
+    "latents",
+    "responses",
+    "schemas",
+    "settings",
+    "video",
+]
+LIMITS = LatentLimits(
+    latent_dim=8,
+    max_latent_elements=10_000,
+    max_json_elements=10_000,
+    max_frames=129,
+    max_pixels=512 * 512,
+)
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -110,8 +126,12 @@ def test_config_yaml_is_a_valid_serve_config_for_this_app() -> None:
 
 def test_python_m_serve_documents_its_options() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "serve", "--help"], capture_output=True, text=True, cwd=REPO,
-        timeout=120, check=False,
+        [sys.executable, "-m", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "--port" in result.stdout and "WFVAE_SERVE_" in result.stdout
@@ -200,7 +220,8 @@ def test_every_latent_format_reads_back_the_same_tensor(
 def test_all_lists_every_public_definition(name: str) -> None:
     module = importlib.import_module(f"serve.{name}")
     defined = {
-        attr for attr, value in vars(module).items()
+        attr
+        for attr, value in vars(module).items()
         if not attr.startswith("_")
         and (inspect.isfunction(value) or inspect.isclass(value))
         and getattr(value, "__module__", None) == module.__name__
