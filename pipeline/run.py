@@ -9,11 +9,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from model.errors import ConfigError
 from pipeline.committer import UnitCommitter
-from pipeline.encoding import ClipEncoder, model_identity
+from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity
 from pipeline.manifest import (
     ChannelSums,
     UnitMarker,
@@ -31,7 +32,15 @@ from pipeline.storage import expand_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatentStats", "RunPlan", "RunSummary", "latent_stats", "plan_run", "run_pipeline"]
+__all__ = [
+    "LatentStats",
+    "RunPlan",
+    "RunSummary",
+    "build_dataset",
+    "latent_stats",
+    "plan_run",
+    "run_pipeline",
+]
 
 
 class RunSummary(BaseModel):
@@ -51,6 +60,13 @@ class RunSummary(BaseModel):
         default=None,
         description="seconds until the first encoded block reached the driver (start-up)",
     )
+    first_result_clips: int = Field(default=0, description="clips in that first block")
+
+    def steady_clips_per_s(self) -> float | None:
+        """Clips/s after start-up (actor spawn, model load, first batch): the rate a long job sees."""
+        if self.first_result_s is None or self.seconds <= self.first_result_s:
+            return None
+        return (self.clips - self.first_result_clips) / (self.seconds - self.first_result_s)
 
     def table(self) -> str:
         """A short human-readable report (for logs and the CLI)."""
@@ -138,75 +154,88 @@ def _ray_init(settings: PipelineSettings) -> None:
         ray.init(address=settings.ray_address, log_to_driver=False)
 
 
-def _encoder_resources() -> dict[str, Any]:
-    """One GPU per encoder actor where the cluster has GPUs; CPU otherwise."""
+def _cluster_has_gpus() -> bool:
     import ray
 
-    return {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {}
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def build_dataset(
+    settings: PipelineSettings, units: list[WorkUnit], encoder: EncoderSettings, gpus: bool
+) -> Any:  # ray.data.Dataset
+    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> encoded rows."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
+    dataset = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
+    # The read stage reserves memory (the encoder a GPU where there is one), so Ray keeps the two
+    # as separate operators: decoding runs in its own tasks, overlapped with the encoder actors,
+    # instead of being fused into them and serialised with encoding.
+    dataset = dataset.map_batches(
+        read_and_decode,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={
+            "storage": settings.storage.model_dump(mode="json"),
+            "clip_settings": settings.clips.model_dump(mode="json"),
+            "model_id": encoder.model_id,
+            "latent_kind": encoder.latent_kind,
+        },
+        compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency),
+        num_cpus=settings.read_num_cpus,
+        memory=settings.read_memory_bytes,
+    )
+    return dataset.map_batches(
+        EncodeStage,
+        batch_size=settings.batch_size,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={
+            "encoder": encoder.model_dump(mode="json"),
+            "batch_size": settings.batch_size,
+            "latent_dtype": settings.latent_dtype,
+        },
+        compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
+        num_cpus=settings.encoder_num_cpus,
+        **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
+    )
 
 
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
     """Encode every new input under `settings` into Parquet latent shards; return the summary."""
-    import ray
-
     start = time.perf_counter()
     model_id = settings.encoder.model_id or model_identity(settings.encoder.source)
-    encoder_settings = settings.encoder.model_copy(update={"model_id": model_id})
+    encoder = settings.encoder.model_copy(update={"model_id": model_id})
+    # Load once on the driver (CPU): fails fast on a bad model and gives the files' metadata.
     probe = ClipEncoder.from_settings(
-        encoder_settings.model_copy(update={"device": "cpu", "dtype": "float32"})
+        encoder.model_copy(update={"device": "cpu", "dtype": "float32"})
     )
+    model_metadata = probe.metadata()
+    del probe
+    plan = plan_run(settings, model_id)
+    log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
+    gpus = False
+    if plan.units:
+        _ray_init(settings)
+        gpus = _cluster_has_gpus()
+    auto_dtype = "bfloat16" if gpus else "float32"  # fp16 instead where a GPU lacks bf16
     file_metadata = {
-        **probe.metadata(),
+        **model_metadata,
+        "encode_dtype": auto_dtype if encoder.dtype == "auto" else encoder.dtype,
         "latent_dtype": settings.latent_dtype,
         "settings_hash": settings.output_hash(model_id),
         "clip_settings": settings.clips.model_dump(mode="json"),
     }
-    del probe
-    plan = plan_run(settings, model_id)
-    log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
     committer = UnitCommitter(
         settings.output, settings.storage, plan.units, file_metadata, settings.output_hash(model_id)
     )
     first_result: float | None = None
+    first_clips = 0
     if plan.units:
-        _ray_init(settings)
-        ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
-        dataset = ray.data.from_items(
-            [u.to_row() for u in plan.units], override_num_blocks=len(plan.units)
-        )
-        # The read stage reserves memory (the encoder a GPU where there is one), so Ray keeps the two
-        # as separate operators: decoding runs in its own tasks, overlapped with the encoder actors,
-        # instead of being fused into them and serialised with encoding.
-        dataset = dataset.map_batches(
-            read_and_decode,
-            batch_size=1,
-            batch_format="pyarrow",
-            fn_kwargs={
-                "storage": settings.storage.model_dump(mode="json"),
-                "clip_settings": settings.clips.model_dump(mode="json"),
-                "model_id": model_id,
-                "latent_kind": settings.encoder.latent_kind,
-            },
-            compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency),
-            num_cpus=settings.read_num_cpus,
-            memory=settings.read_memory_bytes,
-        )
-        dataset = dataset.map_batches(
-            EncodeStage,
-            batch_size=settings.batch_size,
-            batch_format="pyarrow",
-            fn_constructor_kwargs={
-                "encoder": encoder_settings.model_dump(mode="json"),
-                "batch_size": settings.batch_size,
-                "latent_dtype": settings.latent_dtype,
-            },
-            compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
-            num_cpus=settings.encoder_num_cpus,
-            **_encoder_resources(),
-        )
+        dataset = build_dataset(settings, plan.units, encoder, gpus)
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             if first_result is None:
                 first_result = time.perf_counter() - start
+                first_clips = pc.sum(pc.equal(block.column("row_kind"), "clip")).as_py() or 0
             committer.add(block)
         log.debug("ray data stats:\n%s", dataset.stats())
     new_markers = committer.finish()
@@ -227,6 +256,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
         first_result_s=first_result,
+        first_result_clips=first_clips,
     )
     all_markers = list(plan.finished.values()) + new_markers
     stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)

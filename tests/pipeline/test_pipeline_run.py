@@ -96,6 +96,7 @@ def test_latents_equal_in_process_encoding(reference_run: tuple[Any, Any], corpu
     assert worst <= PARITY_TOLERANCE, worst
     meta = metas[0]
     assert meta["model_id"] == encoder.model_id and meta["config_hash"] == encoder.config_hash
+    assert meta["encode_dtype"] == "float32" and meta["latent_kind"] == "mean"
     assert json.loads(meta["scale"]) == pytest.approx(list(encoder.vae.config.scale))
     assert json.loads(meta["shift"]) == pytest.approx(list(encoder.vae.config.shift))
 
