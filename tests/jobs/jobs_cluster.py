@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +27,25 @@ class RayHead:
     env: dict[str, str] = field(repr=False)
 
 
-def start_head(free_port: Callable[[], int], extra_env: dict[str, str]) -> RayHead:
-    """`ray start --head` on 127.0.0.1 with its own temp dir, ports and auth token."""
-    temp_dir = tempfile.mkdtemp(prefix="rayjobs-", dir="/tmp")  # short: socket paths are capped
+def distinct_ports(count: int) -> list[int]:
+    """`count` different free ports on 127.0.0.1 (all held open while picked, so none repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_head(extra_env: dict[str, str], attempts: int = 2) -> RayHead:
+    """`ray start --head` on 127.0.0.1 with its own temp dir, ports and auth token.
+
+    A port picked free can be taken by another process before Ray binds it (other clusters run
+    on this host): a failed start is cleaned up and tried again on new ports."""
     env = {
         **os.environ,
         **extra_env,
@@ -41,24 +57,30 @@ def start_head(free_port: Callable[[], int], extra_env: dict[str, str]) -> RayHe
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0",
     }
-    gcs, dashboard = free_port(), free_port()
-    ports = {  # every port that would otherwise default to a fixed number other clusters use
-        "--ray-client-server-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-    }
-    command = [
-        RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-        f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-        f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats",
-        *(f"{flag}={port}" for flag, port in ports.items()),
-    ]  # fmt: skip
-    subprocess.run(command, env=env, check=True, timeout=START_TIMEOUT_S, capture_output=True)
-    return RayHead(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", temp_dir, env)
+    for attempt in range(attempts):
+        temp_dir = tempfile.mkdtemp(prefix="rayjobs-", dir="/tmp")  # short: socket paths are capped
+        gcs, dashboard, *others = distinct_ports(9)
+        flags = (  # every port that would otherwise default to a number other clusters use
+            "--ray-client-server-port", "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port",
+            "--node-manager-port", "--object-manager-port",
+        )  # fmt: skip
+        command = [
+            RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+            f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true", f"--temp-dir={temp_dir}", "--num-cpus=2",
+            "--disable-usage-stats", *(f"{f}={p}" for f, p in zip(flags, others, strict=True)),
+        ]  # fmt: skip
+        head = RayHead(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dashboard}", temp_dir, env)
+        done = subprocess.run(
+            command, env=env, timeout=START_TIMEOUT_S, capture_output=True, text=True
+        )
+        if done.returncode == 0:
+            return head
+        stop_head(head)
+        if attempt == attempts - 1:
+            raise RuntimeError(f"ray start failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    raise AssertionError("unreachable")
 
 
 def _parents() -> dict[int, int]:

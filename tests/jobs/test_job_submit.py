@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def ray_head(free_port_factory: Callable[[], int]) -> Iterator[RayHead]:
-    head = start_head(free_port_factory, AWS_ENV)
+def ray_head() -> Iterator[RayHead]:
+    head = start_head(AWS_ENV)
     try:
         yield head
     finally:
