@@ -20,13 +20,15 @@ RGB_CHANNELS = 3
 UINT8_MAX = 255.0
 
 __all__ = [
-    "Bucket",
-    "Clip",
-    "ClipSettings",
     "REASON_EMPTY",
     "REASON_TOO_SHORT",
     "REASON_UNREADABLE",
+    "Bucket",
+    "Clip",
+    "ClipSettings",
+    "choose_bucket",
     "clip_to_tensor",
+    "error_reason",
     "plan_clip_starts",
     "sample_clips",
 ]
@@ -38,13 +40,13 @@ REASON_UNREADABLE = "unreadable"  # not a container decord can open, or frames t
 REASON_TOO_SHORT = "too_short"  # fewer frames than one clip spans
 
 
-def unreadable(error: BaseException, where: str = "") -> VideoDecodeError:
+def _unreadable(error: BaseException, where: str = "") -> VideoDecodeError:
     """A VideoDecodeError for a decord failure, keeping the first line of its message."""
     text = (str(error).strip().splitlines() or [""])[0][:200]
     return VideoDecodeError(REASON_UNREADABLE, f"{where}{type(error).__name__}: {text}")
 
 
-def too_short(frames: int, needed: int) -> VideoDecodeError:
+def _too_short(frames: int, needed: int) -> VideoDecodeError:
     return VideoDecodeError(REASON_TOO_SHORT, f"{frames} frames available, a clip spans {needed}")
 
 
@@ -174,7 +176,7 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     span = (num_frames - 1) * stride + 1
     last_start = total - span
     if last_start < settings.start_frame:
-        raise too_short(max(0, total - settings.start_frame), span)
+        raise _too_short(max(0, total - settings.start_frame), span)
     first = settings.start_frame
     if settings.clip_mode == "first":
         return [first]
@@ -213,7 +215,7 @@ def _open(video: bytes):  # -> decord.VideoReader
     try:
         return decord.VideoReader(io.BytesIO(video), ctx=decord.cpu(0), num_threads=1)
     except Exception as error:  # decord raises RuntimeError, DECORDError or AssertionError
-        raise unreadable(error) from error
+        raise _unreadable(error) from error
 
 
 def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
@@ -223,9 +225,9 @@ def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
         total = len(reader)
         first_frame = reader[0].asnumpy() if total else None
     except Exception as error:
-        raise unreadable(error) from error
+        raise _unreadable(error) from error
     if first_frame is None:
-        raise too_short(0, settings.num_frames)
+        raise _too_short(0, settings.num_frames)
     source_hw = (int(first_frame.shape[0]), int(first_frame.shape[1]))
     source_fps = float(reader.get_avg_fps())
     stride = settings.stride_for(source_fps)
@@ -242,9 +244,9 @@ def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
         try:
             frames = reader.get_batch(indices).asnumpy()  # (T, h, w, 3) uint8
         except Exception as error:
-            raise unreadable(error, f"frames {indices[0]}..{indices[-1]}: ") from error
+            raise _unreadable(error, f"frames {indices[0]}..{indices[-1]}: ") from error
         if frames.shape[0] != num_frames:
-            raise too_short(frames.shape[0], num_frames)
+            raise _too_short(frames.shape[0], num_frames)
         clips.append(
             Clip(
                 frames=_resize(frames, height, width, settings.resize_mode),

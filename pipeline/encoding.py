@@ -24,6 +24,7 @@ __all__ = [
     "model_identity",
     "resolve_device",
     "resolve_dtype",
+    "resolve_source",
 ]
 
 LatentKind = Literal["mean", "sample", "moments"]

@@ -21,6 +21,9 @@ __all__ = [
     "load_markers",
     "marker_uri",
     "remove_orphans",
+    "stats_uri",
+    "summary_uri",
+    "write_json",
     "write_marker",
 ]
 

@@ -21,6 +21,7 @@ __all__ = [
     "TRANSIT_SCHEMA",
     "clip_key",
     "error_key",
+    "file_metadata",
     "latent_from_bytes",
     "latent_to_bytes",
     "read_file_metadata",

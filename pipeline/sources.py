@@ -28,6 +28,8 @@ __all__ = [
     "SampleError",
     "WorkUnit",
     "group_items",
+    "iter_file_samples",
+    "iter_tar_samples",
     "iter_unit_samples",
     "list_sources",
 ]

@@ -16,9 +16,13 @@ __all__ = [
     "expand_braces",
     "expand_inputs",
     "file_version",
+    "full_uri",
+    "is_local",
     "join_uri",
     "normalize_uri",
     "open_fs",
+    "protocol_of",
+    "read_input_list",
 ]
 
 GLOB_CHARS = re.compile(r"[*?\[]")

@@ -100,3 +100,27 @@ def test_groups_are_deterministic_and_survive_removing_finished_groups(
     rest = group_items([i for i in items if i not in finished], 2)
     assert [g.unit_id for g in rest] == [groups[0].unit_id, groups[2].unit_id]
     assert WorkUnit.from_row(groups[0].to_row()) == groups[0]
+
+
+def test_parquet_tables_and_plain_video_extensions(corpus: Any, tmp_path: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.webm").write_bytes(b"not really webm")
+    table = pa.table(
+        {
+            "key": ["x1"],
+            "caption": ["from parquet"],
+            "uri": [f"file://{corpus.root}/files/clip_a.mp4"],
+        }
+    )
+    pq.write_table(table, tmp_path / "list.parquet")
+    tars, items = list_sources(
+        [str(tmp_path / "list.parquet"), str(tmp_path / "v" / "a.webm")], StorageSettings()
+    )
+    assert tars == []
+    assert [(i.key, i.caption, i.uri) for i in items] == [
+        ("x1", "from parquet", str(corpus.root / "files" / "clip_a.mp4")),
+        ("a", "", str(tmp_path / "v" / "a.webm")),
+    ]
