@@ -5,6 +5,7 @@
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from fastapi import FastAPI
@@ -41,9 +42,12 @@ class LatentServer:
         self._batch.set_max_batch_size(settings.max_batch_size)
         self._batch.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        # Loading runs off the event loop, so /healthz answers and /readyz says "loading" meanwhile.
-        self._loading: asyncio.Task[LatentEngine] = asyncio.create_task(
-            asyncio.to_thread(self._load)
+        # All model work runs on this one thread: off the event loop (so /healthz answers, and
+        # HTTP parsing, video decoding and the next batch's gathering go on meanwhile), and on
+        # the thread whose OpenMP thread count the engine set (that count is per thread).
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfvae-model")
+        self._loading: asyncio.Future[LatentEngine] = asyncio.get_running_loop().run_in_executor(
+            self._model_thread, self._load
         )
 
     def _load(self) -> LatentEngine:
@@ -74,8 +78,9 @@ class LatentServer:
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def _batch(self, jobs: list[Job]) -> list[JobResult]:
         engine = await self.engine()
-        # Off the event loop: HTTP parsing, video decoding and the next batch's gathering go on.
-        return await asyncio.to_thread(engine.run, jobs)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._model_thread, engine.run, jobs
+        )
 
     async def check_health(self) -> None:
         """Serve's health probe: a replica whose model failed to load is replaced."""

@@ -71,11 +71,14 @@ class LatentEngine:
 
     settings: ServeSettings
     encoder: ClipEncoder = field(init=False)
+    torch_threads: int = field(init=False)
     _views: dict[tuple[str, int], ClipEncoder] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
+        # OpenMP's thread count belongs to the calling thread: build and run the engine on one.
         if self.settings.torch_threads is not None:
             torch.set_num_threads(self.settings.torch_threads)
+        self.torch_threads = torch.get_num_threads()
         self.encoder = ClipEncoder.from_settings(self.settings.encoder)
 
     @property
@@ -129,6 +132,7 @@ class LatentEngine:
             "latent_channels": int(config.latent_dim),
             "chunk_frames": self.encoder.chunk_frames,
             "chunk_latents": self.settings.chunk_latents,
+            "torch_threads": self.torch_threads,
             "config": config.model_dump(mode="json", by_alias=True),
         }
 

@@ -83,6 +83,7 @@ class ModelInfo(BaseModel):
     shift: list[float]
     chunk_frames: int | None
     chunk_latents: int | None
+    torch_threads: int = Field(description="intra-op threads of the replica's model thread")
     config: dict[str, object]
     limits: dict[str, int | float]
 

@@ -74,6 +74,10 @@ def test_model_info(service: Service, clip_encoder: ClipEncoder) -> None:
     assert info["config"]["_class_name"] == "WFVAEModel"
     assert info["config_hash"] == clip_encoder.config_hash
     assert info["limits"]["max_frames"] == service.args.max_frames
+    assert (
+        info["torch_threads"] == service.args.torch_threads
+    )  # set on the thread the model runs on
+    assert (info["chunk_frames"], info["chunk_latents"]) == (8, 2)
     assert info["service_version"]
 
 
