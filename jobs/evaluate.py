@@ -274,8 +274,10 @@ def table5(model: str, channels: int, summary: dict[str, Any]) -> str:
         lpips = f"{s['lpips']:.4f}" if "lpips" in s else "–"
         fvd = f"{s['fvd']:.2f}" if "fvd" in s else "–"
         lines.append(f"| {name} | {channels} | {mark} | {s['psnr']:.2f} | {s['ssim']:.4f} | {lpips} | {fvd} |")
-    lines.append(f"| drop | | | {summary['psnr_drop']:.2f} | "
-                 f"{summary['whole_clip']['ssim'] - summary['block_wise']['ssim']:.4f} | | |")
+    # Rounded before printing so a difference of float noise reads 0.00, not -0.00.
+    psnr_drop = round(summary["psnr_drop"], 2) + 0.0
+    ssim_drop = round(summary["whole_clip"]["ssim"] - summary["block_wise"]["ssim"], 4) + 0.0
+    lines.append(f"| drop | | | {psnr_drop:.2f} | {ssim_drop:.4f} | | |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ def _tiny_train(**overrides: object) -> TrainConfig:
         "model": WFVAEConfig(latent_dim=4, base_channels=8, encoder_energy_flow_hidden_size=8,
                              decoder_energy_flow_hidden_size=8, norm_type="layernorm", t_interpolation="trilinear"),
         "loss": LossConfig(perceptual_weight=0.0, disc_start=1, disc_width=4, disc_layers=2),
-        "max_steps": 2,
+        "max_steps": 3,  # step 0 autoencoder, 1 discriminator, 2 autoencoder with the GAN term
         "batch_size": 2,
         "num_frames": 5,
         "height": 16,
@@ -55,7 +55,7 @@ def test_local_run_reads_from_s3_and_writes_a_loadable_checkpoint(
     s3.create_bucket(Bucket="train-videos")
     s3.put_object(Bucket="train-videos", Key="carphone.mp4", Body=sample_videos["carphone_pristine"].read_bytes())
     last = run_local(_job(["s3://train-videos/carphone.mp4"], endpoint_url=s3_endpoint), tmp_path)
-    assert last == tmp_path / "checkpoints" / "step-00000002"
+    assert last == tmp_path / "checkpoints" / "step-00000003"
     assert (last / CHECKPOINT_NAME).is_file()
     load_wfvae(last / MODEL_DIR_NAME)
 
@@ -66,7 +66,7 @@ def test_two_worker_torch_trainer_run_completes_with_an_official_checkpoint(
     job = _job([str(sample_videos["carphone_pristine"])])
     final = run_ray(job, num_workers=2, storage_path=str(tmp_path), name="ddp-test")
     state = torch.load(final / CHECKPOINT_NAME, weights_only=True)
-    assert state["current_step"] == 2
+    assert state["current_step"] == 3
     assert set(state["state_dict"]) == {"gen_model", "dics_model"} and state["ema_state_dict"]
     vae = load_wfvae(final / MODEL_DIR_NAME)
     assert vae.config == job.train.model
