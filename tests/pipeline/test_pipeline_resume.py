@@ -18,6 +18,7 @@ from test_pipeline_run import PARITY_TOLERANCE, read_prefix
 from pipeline.manifest import load_markers
 from pipeline.records import latent_from_bytes
 from pipeline.run import run_pipeline
+from pipeline.storage import open_fs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENCODE_ACTOR_TITLE = b"EncodeStage"  # Ray's process title for the map_batches actor names the class
@@ -132,3 +133,14 @@ def test_driver_killed_midway_then_rerun_ends_with_the_same_rows(
     assert resumed.units_skipped >= done_before
     assert resumed.units_processed + resumed.units_skipped == 5
     assert_same_rows(settings.output, reference.output, settings.storage)
+    stats = [
+        json.loads(
+            open_fs(f"{o}/latent_stats.json", settings.storage)[0].cat_file(
+                f"{o}/latent_stats.json"
+            )
+        )
+        for o in (settings.output, reference.output)
+    ]
+    assert stats[0]["units"] == 5 and stats[0]["count"] == stats[1]["count"]
+    np.testing.assert_allclose(stats[0]["mean"], stats[1]["mean"], atol=1e-6)
+    np.testing.assert_allclose(stats[0]["std"], stats[1]["std"], atol=1e-6)
