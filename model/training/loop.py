@@ -234,6 +234,10 @@ class Trainer:
                 "disc_optimizer": self.opt_d.state_dict() if self.opt_d is not None else {},
             },
             "ema_state_dict": _cpu(self.ema.state_dict()) if self.ema is not None else {},
+            # What the official trainer reads to resume its data order; ours derives from the step.
+            # (Its `dics_model` is its whole loss module, LPIPS included: resume it there with
+            # `--not_resume_discriminator`.)
+            "sampler_state": {"epoch": 0, "seed": self.config.seed, "current_index": 0},
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
