@@ -157,6 +157,7 @@ def main() -> None:
         max_frames=max(129, args.frames),
         max_pixels=max(512 * 512, args.size**2),
         num_cpus=1,
+        request_timeout_s=3600,  # measure latency under load, never cut it short
     )
     serve.run(build_app(app_args), name="bench", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
