@@ -31,7 +31,8 @@ class EncodeJob:
     key: str  # seeds the noise of latent_kind="sample", as in the pipeline
 
     def group(self) -> Hashable:
-        return ("encode", tuple(self.video.shape[1:]), self.latent_kind, self.seed)
+        seed = self.seed if self.latent_kind == "sample" else None  # only sampling reads it
+        return ("encode", tuple(self.video.shape[1:]), self.latent_kind, seed)
 
 
 @dataclass(frozen=True)

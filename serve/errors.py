@@ -3,7 +3,7 @@
     WFVAEError (model.errors)          base of every error the project raises on purpose
     ├── VideoDecodeError               400 the video cannot be read, decoded or sampled
     ├── InputShapeError                422 a tensor of the wrong rank, size or values
-    ├── ConfigError                    422 settings the model cannot honour
+    ├── ConfigError                    503 the replica's model config cannot do what it is set to
     ├── CheckpointError                503 the replica has no usable model
     └── RequestError                   base of the errors below, each with its own status
         ├── Unauthorized               401 missing or wrong bearer token
@@ -95,7 +95,7 @@ class RequestTimeout(RequestError):
 _STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (VideoDecodeError, 400),
     (InputShapeError, 422),
-    (ConfigError, 422),
+    (ConfigError, 503),  # only the service's own settings reach the model config
     (CheckpointError, 503),
 )
 

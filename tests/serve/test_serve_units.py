@@ -21,7 +21,7 @@ from safetensors.torch import save
 
 import serve
 from model.errors import CheckpointError, ConfigError, InputShapeError, VideoDecodeError
-from serve.engine import DecodeJob, run_grouped
+from serve.engine import DecodeJob, EncodeJob, run_grouped
 from serve.errors import (
     LimitExceeded,
     MalformedInput,
@@ -143,7 +143,7 @@ def test_python_m_serve_documents_its_options() -> None:
     [
         (VideoDecodeError("unreadable", "x"), 400),
         (InputShapeError("x"), 422),
-        (ConfigError("x"), 422),
+        (ConfigError("x"), 503),
         (CheckpointError("x"), 503),
         (Unauthorized(), 401),
         (PayloadTooLarge("body", 10, 5), 413),
@@ -173,6 +173,18 @@ def test_run_grouped_runs_each_shape_once_and_answers_in_order() -> None:
     assert [r.batch_size for r in results] == [3, 1, 3, 3]
     for job, result in zip(jobs, results, strict=True):
         assert torch.equal(result.unwrap(), job.latent * 2)
+
+
+def test_encode_jobs_group_by_shape_kind_and_only_a_samples_seed() -> None:
+    clip = torch.zeros(1, 3, 9, 16, 16)
+
+    def job(kind: str, seed: int, frames: int = 9) -> EncodeJob:
+        return EncodeJob(clip[:, :, :frames], kind, seed, key="k")  # type: ignore[arg-type]
+
+    assert job("mean", 1).group() == job("mean", 2).group()
+    assert job("sample", 1).group() != job("sample", 2).group()
+    assert job("mean", 1).group() != job("moments", 1).group()
+    assert job("mean", 1).group() != job("mean", 1, frames=5).group()
 
 
 def test_a_failing_group_fails_only_its_own_jobs() -> None:
