@@ -73,7 +73,6 @@ class LatentEngine:
     settings: ServeSettings
     encoder: ClipEncoder = field(init=False)
     torch_threads: int = field(init=False)
-    _views: dict[tuple[str, int], ClipEncoder] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # OpenMP's thread count belongs to the calling thread: build and run the engine on one.
@@ -109,15 +108,14 @@ class LatentEngine:
         """The ClipEncoder returning `latent_kind` with `seed`: views sharing one loaded model.
 
         ClipEncoder fixes its latent kind and seed at construction; a shallow copy with those two
-        changed reuses the same weights instead of loading the model again.
+        changed reuses the same weights instead of loading the model again. Copies are made per
+        batch, not cached: seeds come from clients, and a cache keyed by them would grow without
+        bound.
         """
         if (latent_kind, seed) == (self.encoder.latent_kind, self.encoder.seed):
             return self.encoder
-        view = self._views.get((latent_kind, seed))
-        if view is None:
-            view = copy.copy(self.encoder)
-            view.latent_kind, view.seed = latent_kind, seed
-            self._views[(latent_kind, seed)] = view
+        view = copy.copy(self.encoder)
+        view.latent_kind, view.seed = latent_kind, seed
         return view
 
     def model_info(self) -> dict[str, object]:
