@@ -54,6 +54,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _set_test_aws_credentials() -> None:
+    """Dummy credentials for moto; set before Ray starts so its workers inherit them."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A real S3 protocol endpoint (moto's server) on 127.0.0.1, for the whole session."""
@@ -62,9 +69,7 @@ def s3_endpoint() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    _set_test_aws_credentials()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -76,6 +81,7 @@ def ray_cluster() -> Iterator[None]:
     """One local Ray cluster for the session (started here, stopped here)."""
     import ray
 
+    _set_test_aws_credentials()
     ray.init(
         num_cpus=2,
         include_dashboard=False,
