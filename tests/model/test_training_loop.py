@@ -15,8 +15,8 @@ from model.training import (
     LossConfig,
     OptimConfig,
     SyntheticMotionSampler,
-    Trainer,
     TrainConfig,
+    Trainer,
 )
 
 
@@ -50,14 +50,17 @@ def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 def test_resuming_from_a_checkpoint_equals_training_straight_through(tmp_path: Path) -> None:
-    straight = Trainer(_config(), SyntheticMotionSampler())
+    # Steps 0-1 train the autoencoder; from step 1 the GAN is on: 1 and 3 train the discriminator.
+    config = _config(max_steps=4, checkpoint_every=2, eval_every=4,
+                     loss=LossConfig(perceptual_weight=0.0, disc_start=1, disc_width=4, disc_layers=2))
+    straight = Trainer(config, SyntheticMotionSampler())
     straight.run(checkpoint_root=tmp_path / "straight")
 
-    first = Trainer(_config(), SyntheticMotionSampler())
-    first.run(checkpoint_root=tmp_path / "split", until=3)
-    resumed = Trainer(_config(), SyntheticMotionSampler())
-    resumed.resume(tmp_path / "split" / "step-00000003")
-    assert resumed.step == 3
+    first = Trainer(config, SyntheticMotionSampler())
+    first.run(checkpoint_root=tmp_path / "split", until=2)
+    resumed = Trainer(config, SyntheticMotionSampler())
+    resumed.resume(tmp_path / "split" / "step-00000002")
+    assert resumed.step == 2
     resumed.run(checkpoint_root=tmp_path / "split")
 
     _assert_same_state(straight.vae.state_dict(), resumed.vae.state_dict())
@@ -101,14 +104,14 @@ def test_training_lowers_the_reconstruction_loss_and_reports_validation_psnr(tmp
         def sample(self, generator: torch.Generator, batch_size: int, *size: int) -> torch.Tensor:
             return frozen.expand(batch_size, *frozen.shape[1:]).clone()
 
-    trainer = Trainer(_config(max_steps=30, loss=LossConfig(perceptual_weight=0.0, use_gan=False),
-                              optim=OptimConfig(lr=3e-3), eval_every=30, log_every=30, checkpoint_every=30),
+    trainer = Trainer(_config(max_steps=20, loss=LossConfig(perceptual_weight=0.0, use_gan=False),
+                              optim=OptimConfig(lr=3e-3), eval_every=20, log_every=20, checkpoint_every=20),
                       OneClip(), val_batch=frozen)
     reports: list[tuple[int, dict[str, float], Path | None]] = []
     first = trainer.train_step()["rec_loss"]
     metrics = trainer.run(reporter=lambda *r: reports.append(r), checkpoint_root=tmp_path)
     assert metrics["rec_loss"] < 0.7 * first
-    assert [r[0] for r in reports] == [30] and reports[0][2] == tmp_path / "step-00000030"
+    assert [r[0] for r in reports] == [20] and reports[0][2] == tmp_path / "step-00000020"
     assert metrics["val_psnr"] > 10 and "val_psnr_ema" in metrics
 
 
