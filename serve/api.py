@@ -26,10 +26,12 @@ from .schemas import (
     EncodeOptions,
     ModelInfo,
     check_clip_count,
+    check_source_size,
     parse_encode_query,
     query_parameters,
 )
 from .settings import ServeSettings
+from .video import probe_frame_size
 
 __all__ = ["Backend", "Stopwatch", "create_api", "service_version"]
 
@@ -132,6 +134,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 "max_frames",
                 "max_pixels",
                 "max_clips",
+                "max_source_pixels",
                 "max_latent_elements",
                 "max_json_elements",
                 "request_timeout_s",
@@ -178,6 +181,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         )
         engine = await backend.engine()
         clock = Stopwatch()
+        check_source_size(await asyncio.to_thread(probe_frame_size, video), settings)
         clips = await asyncio.to_thread(sample_clips, video, clip_settings)
         clock.lap("video")
         check_clip_count(len(clips), settings)

@@ -19,6 +19,7 @@ __all__ = [
     "EncodeOptions",
     "ModelInfo",
     "check_clip_count",
+    "check_source_size",
     "parse_encode_query",
     "query_parameters",
 ]
@@ -124,6 +125,15 @@ def _limit_clip_settings(clip: ClipSettings, settings: ServeSettings) -> ClipSet
         # One clip past the limit tells "too many" from "exactly the limit" (see check_clip_count).
         clip = clip.model_copy(update={"num_clips": settings.max_clips + 1})
     return clip
+
+
+def check_source_size(size: tuple[int, int] | None, settings: ServeSettings) -> None:
+    """Refuse a video whose frames are too large to decode within bounded memory."""
+    if size is not None and size[0] * size[1] > settings.max_source_pixels:
+        raise LimitExceeded(
+            f"the video is {size[1]}x{size[0]} = {size[0] * size[1]} pixels per frame; "
+            f"the limit is {settings.max_source_pixels}"
+        )
 
 
 def check_clip_count(count: int, settings: ServeSettings) -> None:

@@ -47,6 +47,9 @@ class ServeArgs(BaseModel):
     max_frames: int = Field(default=129, ge=1, description="frames per clip, and per decode")
     max_pixels: int = Field(default=512 * 512, ge=64, description="height * width of a clip")
     max_clips: int = Field(default=8, ge=1, description="clips per /encode request")
+    max_source_pixels: int = Field(
+        default=3840 * 2160, ge=64, description="height * width of an uploaded video's frames"
+    )
     max_latent_elements: int = Field(default=8 * 33 * 64 * 64, ge=1)
     max_json_elements: int = Field(
         default=65_536, ge=1, description="largest tensor answered or accepted as JSON"

@@ -57,6 +57,7 @@ def main_args(s3_endpoint: str) -> ServeArgs:
         max_frames=17,
         max_pixels=96 * 96,
         max_clips=4,
+        max_source_pixels=200_000,  # bikes (640x272) passes, a 640x400 video does not
         max_latent_elements=8 * 5 * 12 * 12,
         max_json_elements=8192,
         max_batch_size=16,

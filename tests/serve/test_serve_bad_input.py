@@ -24,6 +24,7 @@ from serve_testing import (
 )
 
 from pipeline.encoding import ClipEncoder
+from serve.video import write_mp4
 
 MP4 = "video/mp4"
 NPY = "application/x-npy"
@@ -121,6 +122,12 @@ CASES: dict[str, Case] = {
         "s3://no-such-bucket/clip.mp4",
         lambda v: json.dumps({"uri": "s3://no-such-bucket/clip.mp4"}).encode(),
         JSON,
+    ),
+    "source resolution too high": Case(
+        "/encode",
+        422,
+        "640x400 = 256000 pixels",
+        lambda v: write_mp4(np.zeros((5, 400, 640, 3), np.uint8), 25),
     ),
     "video too short": Case(
         "/encode",
