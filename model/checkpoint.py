@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 TRAINING_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-DEFAULT_MODEL_NAME = "wfvae-tiny-random"
+DEFAULT_MODEL_NAME = "wfvae-tiny-16chn"
 
 
 def default_model_dir() -> Path:
