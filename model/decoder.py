@@ -10,9 +10,21 @@ from torch import Tensor, nn
 
 from .causal import CausalContext
 from .config import WFVAEConfig
-from .layers import CausalConv3d, ChannelNorm, FrameAttention, FrameConv2d, FrameUpsample, ResnetBlock3D, swish
+from .layers import (
+    CausalConv3d,
+    ChannelNorm,
+    FrameAttention,
+    FrameConv2d,
+    FrameUpsample,
+    ResnetBlock3D,
+)
 from .resample import TimeSpaceUpsample
-from .wavelet import HAAR_2D_SUBBANDS, HAAR_3D_SUBBANDS, InverseHaarTransform2D, InverseHaarTransform3D
+from .wavelet import (
+    HAAR_2D_SUBBANDS,
+    HAAR_3D_SUBBANDS,
+    InverseHaarTransform2D,
+    InverseHaarTransform3D,
+)
 
 __all__ = ["Decoder", "DecoderOutput"]
 
@@ -104,7 +116,7 @@ class Decoder(nn.Module):
             hidden = layer(hidden, ctx) if isinstance(layer, ResnetBlock3D) else layer(hidden)
         for layer in self.layer:
             hidden = layer(hidden, ctx)
-        hidden = self.conv_out(swish(self.norm_out(hidden)))  # (B, 24, n, 4h, 4w)
+        hidden = self.conv_out(self.norm_out(hidden, act=True))  # (B, 24, n, 4h, 4w)
         hidden = torch.cat([hidden[:, LOW_BAND] + l1, hidden[:, RGB:]], dim=1)
         video = self.inverse_wavelet_transform_out(hidden, ctx)  # (B, 3, ~2n, 8h, 8w)
         return DecoderOutput(video, l1_coeffs, l2_coeffs)

@@ -9,7 +9,15 @@ from torch import Tensor, nn
 
 from .causal import CausalContext
 from .config import WFVAEConfig
-from .layers import CausalConv3d, ChannelNorm, FrameAttention, FrameConv2d, FrameDownsample, ResnetBlock2D, ResnetBlock3D, swish
+from .layers import (
+    CausalConv3d,
+    ChannelNorm,
+    FrameAttention,
+    FrameConv2d,
+    FrameDownsample,
+    ResnetBlock2D,
+    ResnetBlock3D,
+)
 from .resample import TimeSpaceDownsample
 from .wavelet import HAAR_2D_SUBBANDS, HAAR_3D_SUBBANDS, HaarTransform2D, HaarTransform3D
 
@@ -80,7 +88,7 @@ class Encoder(nn.Module):
         hidden = torch.cat([hidden, self.connect_l2(l2_coeffs)], dim=1)
         for layer in self.mid:
             hidden = layer(hidden, ctx)
-        moments = self.conv_out(swish(self.norm_out(hidden)), ctx)
+        moments = self.conv_out(self.norm_out(hidden, act=True), ctx)
         return EncoderOutput(moments, l1_coeffs, l2_coeffs)
 
     def _empty(self, x: Tensor, h: int, w: int) -> EncoderOutput:
