@@ -1,7 +1,8 @@
 """Haar wavelet transforms, 2D per frame and 3D causal in time (paper Sec. 3.1).
 
-Each transform is one grouped convolution (or transposed convolution) with the fixed Haar
-filters stacked, instead of one call per channel and subband. The filters stay buffers loaded
+Each transform is one reshape and one small matrix product with the fixed Haar filters stacked
+(a stride-2 convolution with a 2x2(x2) kernel never overlaps: it is a block-wise linear map),
+instead of one call per channel and subband. The filters stay buffers loaded
 from and saved to the official state-dict entries (`h_conv.conv.weight`, `aa`, `h`, ...), so
 checkpoints round-trip with the official code, which stores them rounded to 0.3536.
 """
@@ -12,7 +13,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .causal import CausalContext, causal_window
@@ -90,10 +90,13 @@ class HaarTransform3D(_NamedFilters):
         window = causal_window(x, ctx, self.cache_key, kernel_t=2, stride_t=2)
         if window.shape[2] == 0:
             return window.new_empty((b, HAAR_3D_SUBBANDS * c, 0, x.shape[3] // 2, x.shape[4] // 2))
-        t, h, w = window.shape[2:]
-        y = F.conv3d(window.reshape(b * c, 1, t, h, w), self.filters, stride=2)  # (BC, 8, t', h', w')
-        y = y.unflatten(0, (b, c)).transpose(1, 2)  # (B, 8, C, t', h', w')
-        return y.flatten(1, 2)
+        t, h, w = (n // 2 for n in window.shape[2:])
+        # Each 2x2x2 block is a vector of 8 samples; every subband is a fixed combination of
+        # them: one reshape (the only copy) and one (8, 8) matrix product, not a convolution.
+        blocks = window.reshape(b, c, t, 2, h, 2, w, 2).permute(0, 3, 5, 7, 1, 2, 4, 6)  # (B, 2, 2, 2, C, t, h, w)
+        blocks = blocks.reshape(b, HAAR_3D_SUBBANDS, c * t * h * w)
+        y = torch.matmul(self.filters.reshape(HAAR_3D_SUBBANDS, -1), blocks)  # (B, 8, C t h w)
+        return y.view(b, HAAR_3D_SUBBANDS * c, t, h, w)
 
 
 class InverseHaarTransform3D(_NamedFilters):
@@ -108,8 +111,10 @@ class InverseHaarTransform3D(_NamedFilters):
         c = c8 // HAAR_3D_SUBBANDS
         if t == 0:
             return coeffs.new_empty((b, c, 0, 2 * h, 2 * w))
-        y = coeffs.unflatten(1, (HAAR_3D_SUBBANDS, c)).transpose(1, 2)  # (B, C, 8, T, H, W)
-        y = F.conv_transpose3d(y.reshape(b * c, HAAR_3D_SUBBANDS, t, h, w), self.filters, stride=2)
+        # Transposed stride-2 convolution = every coefficient vector times the filter bank, the
+        # 8 products laid out as a 2x2x2 block: a matrix product, then one reshape.
+        blocks = torch.matmul(self.filters.reshape(HAAR_3D_SUBBANDS, -1).t(), coeffs.reshape(b, HAAR_3D_SUBBANDS, -1))
+        y = blocks.view(b, 2, 2, 2, c, t, h, w).permute(0, 4, 5, 1, 6, 2, 7, 3)  # (B, C, T, 2, H, 2, W, 2)
         y = y.reshape(b, c, 2 * t, 2 * h, 2 * w)
         if ctx.get(self.cache_key) is None:
             # The first frame was paired with itself by the forward transform: drop its twin.
@@ -126,9 +131,11 @@ class HaarTransform2D(_NamedFilters):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t, h, w = x.shape
-        weight = self.filters.unsqueeze(2)  # (4, 1, 1, 2, 2)
-        y = F.conv3d(x.reshape(b * c, 1, t, h, w), weight, stride=(1, 2, 2))  # (BC, 4, T, h', w')
-        return y.unflatten(0, (b, c)).transpose(1, 2).flatten(1, 2)
+        h, w = h // 2, w // 2
+        blocks = x.reshape(b, c, t, h, 2, w, 2).permute(0, 4, 6, 1, 2, 3, 5)  # (B, 2, 2, C, T, h, w)
+        blocks = blocks.reshape(b, HAAR_2D_SUBBANDS, c * t * h * w)
+        y = torch.matmul(self.filters.reshape(HAAR_2D_SUBBANDS, -1), blocks)  # (B, 4, C T h w)
+        return y.view(b, HAAR_2D_SUBBANDS * c, t, h, w)
 
 
 class InverseHaarTransform2D(_NamedFilters):
@@ -140,7 +147,6 @@ class InverseHaarTransform2D(_NamedFilters):
     def forward(self, coeffs: Tensor) -> Tensor:
         b, c4, t, h, w = coeffs.shape
         c = c4 // HAAR_2D_SUBBANDS
-        y = coeffs.unflatten(1, (HAAR_2D_SUBBANDS, c)).transpose(1, 2)  # (B, C, 4, T, H, W)
-        weight = self.filters.unsqueeze(2)  # (4, 1, 1, 2, 2)
-        y = F.conv_transpose3d(y.reshape(b * c, HAAR_2D_SUBBANDS, t, h, w), weight, stride=(1, 2, 2))
+        blocks = torch.matmul(self.filters.reshape(HAAR_2D_SUBBANDS, -1).t(), coeffs.reshape(b, HAAR_2D_SUBBANDS, -1))
+        y = blocks.view(b, 2, 2, c, t, h, w).permute(0, 3, 4, 5, 1, 6, 2)  # (B, C, T, H, 2, W, 2)
         return y.reshape(b, c, t, 2 * h, 2 * w)
