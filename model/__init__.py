@@ -1,6 +1,6 @@
 """WF-VAE in PyTorch: weight-compatible with the official checkpoints, with exact Causal Cache streaming."""
 
-from .checkpoint import default_model_dir, load_wfvae, read_state_dict, save_wfvae
+from .checkpoint import default_model_dir, load_wfvae, read_state_dict, save_wfvae, trained_model_dir
 from .config import WFVAEConfig, preset
 from .distribution import DiagonalGaussian
 from .errors import (
@@ -32,4 +32,5 @@ __all__ = [
     "preset",
     "read_state_dict",
     "save_wfvae",
+    "trained_model_dir",
 ]
