@@ -39,6 +39,7 @@ __all__ = [
     "base_parser",
     "configure_logging",
     "exit_code_for",
+    "exit_code_of_failure",
     "inputs_given",
     "parse_job",
 ]
@@ -244,3 +245,18 @@ def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, ConfigError | CheckpointError | ValidationError):
         return ExitCode.USAGE
     return ExitCode.FAILED
+
+
+def exit_code_of_failure(error: BaseException, busy_code: int, job_log: logging.Logger) -> int:
+    """Logs the error that ended a job once and returns the process exit code for it."""
+    from jobs.lease import LeaseBusyError
+
+    if isinstance(error, LeaseBusyError):
+        job_log.warning("not running: %s", error)
+        return busy_code
+    code = exit_code_for(error)
+    if code == ExitCode.BUSY:
+        job_log.error("%s", error)
+        return busy_code
+    job_log.error("%s", error, exc_info=code == ExitCode.FAILED)
+    return int(code)

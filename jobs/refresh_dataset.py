@@ -43,10 +43,10 @@ from jobs.job_cli import (
     ParsedJob,
     base_parser,
     configure_logging,
-    exit_code_for,
+    exit_code_of_failure,
     parse_job,
 )
-from jobs.lease import Lease, LeaseBusyError, LeaseKeeper
+from jobs.lease import Lease, LeaseKeeper
 
 __all__ = [
     "RefreshOptions",
@@ -278,16 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         raise JobError(ExitCode.BUSY, str(keeper.lost)) from None
                     raise
         print_report(report, options)
-    except LeaseBusyError as error:
-        log.warning("not running: %s", error)
-        return busy_code
     except Exception as error:
-        code = exit_code_for(error)
-        if code == ExitCode.BUSY:
-            log.error("%s", error)
-            return busy_code
-        log.error("%s", error, exc_info=code == ExitCode.FAILED)
-        return int(code)
+        return exit_code_of_failure(error, busy_code, log)
     return int(ExitCode.OK)
 
 
