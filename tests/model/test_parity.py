@@ -76,3 +76,19 @@ def test_compression_is_4x8x8(tiny_vae: WFVAE) -> None:
             y = tiny_vae.decode(z)
         assert z.shape == (1, 8, 1 + (frames - 1) // 4, 2, 3)
         assert y.shape == x.shape
+
+
+@pytest.mark.parametrize(("dtype", "relative_tol"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
+def test_half_precisions_track_float32(tiny_parity_dir: Path, parity_cases, dtype: torch.dtype, relative_tol: float) -> None:
+    from model import load_wfvae
+
+    half, full = load_wfvae(tiny_parity_dir, dtype=dtype), load_wfvae(tiny_parity_dir)
+    x = parity_cases["case0.input"]
+    with torch.inference_mode():
+        moments = half.encode(x).moments
+        expected = full.encode(x).moments
+        decoded = half.decode(expected[:, :8])
+        expected_decoded = full.decode(expected[:, :8])
+    assert moments.dtype == decoded.dtype == dtype
+    assert (moments.float() - expected).abs().max() <= relative_tol * expected.abs().max()
+    assert (decoded.float() - expected_decoded).abs().max() <= relative_tol * expected_decoded.abs().max()
