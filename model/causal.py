@@ -23,15 +23,6 @@ class StreamState:
 
     entries: dict[str, Any] = field(default_factory=dict)
 
-    def nbytes(self) -> int:
-        """Bytes held by cached tensors (for memory accounting in tests and benchmarks)."""
-        total = 0
-        for value in self.entries.values():
-            for tensor in value if isinstance(value, tuple) else (value,):
-                if isinstance(tensor, Tensor):
-                    total += tensor.numel() * tensor.element_size()
-        return total
-
 
 @dataclass(frozen=True)
 class CausalContext:
