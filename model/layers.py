@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import winograd
 from .causal import CausalContext, causal_window
 
 __all__ = [
@@ -34,6 +35,8 @@ class FrameConv2d(nn.Conv2d):
     """A 2D convolution applied to every frame; runs as a (1, k, k) 3D convolution, no reshapes."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
+        if winograd.applies(self, x):
+            return winograd.winograd_conv3d(x, self.weight.unsqueeze(2), self.bias)
         pad = self.padding if isinstance(self.padding, tuple) else (self.padding, self.padding)
         return F.conv3d(
             x,
@@ -65,6 +68,8 @@ class CausalConv3d(nn.Module):
             b, _, _, h, w = x.shape
             (kh, kw), (sh, sw), (ph, pw) = self.conv.kernel_size[1:], self.conv.stride[1:], self.conv.padding[1:]
             return x.new_empty((b, self.conv.out_channels, 0, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1))
+        if winograd.applies(self.conv, window):
+            return winograd.winograd_conv3d(window, self.conv.weight, self.conv.bias)
         return self.conv(window)
 
 

@@ -1,0 +1,200 @@
+"""Winograd F(4x4, 3x3) convolution for CPU inference: the same 3x3 convolution, 4x fewer multiplies.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016). Every 6x6 input
+tile and every 3x3 kernel slice are carried into a 36-point transform domain, where the
+convolution becomes 36 independent matrix products over channels; a last transform gives 4x4
+output tiles. 36 products for 16 outputs instead of 144: on the 2-core AVX2 CPU this project runs
+on, oneDNN's direct 3x3x3 convolution runs at 65-77 GFLOP/s (about the machine's GEMM rate), so
+cutting the arithmetic is the only way to go faster, and it does: 1.9x at 384 channels, 2.7x at
+768-896 channels (layers of the L preset; `benchmarks/model_speed.py`). Below about 192 channels
+the transforms, which only move memory, cost more than they save, so narrow layers stay direct.
+
+The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k accumulating
+matrix products over shifted frames), so one set of transforms serves all k taps. Output frames are
+processed in blocks that keep the transform buffers under `WORKSPACE_BYTES`, so long clips do not
+raise peak memory. Results match direct convolution to float32 rounding (the interpolation points
+0, +-1, +-2 keep the transforms' constants small; max abs error within 2x of oneDNN's own).
+
+Only inference on CPU in float32 takes this path (`applies`): under autograd, on GPUs (cuDNN picks
+its own algorithms) and in other dtypes the direct convolution runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MIN_COLUMNS", "MIN_WORK", "WORKSPACE_BYTES", "applies", "direct_convolution", "winograd_conv3d"]
+
+TILE = 4  # output tile side
+WINDOW = TILE + 2  # input tile side for a 3-tap kernel
+# Taps x channels below which the transforms cost more than they save: a 3x3x3 kernel at 128
+# channels ran 0.96x of oneDNN, at 192-384 1.45x; a per-frame 3x3 kernel at 192 channels 0.5x.
+MIN_WORK = 3 * 192
+# Output frames x 4x4 tiles below which the kernel transform, once per call, costs more than the
+# products save (768 channels, 5 frames of 16x16: 80 columns, no faster than oneDNN).
+MIN_COLUMNS = 256
+WORKSPACE_BYTES = 256 * 2**20  # transform buffers of one block of output frames
+
+# Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
+_INPUT = torch.tensor(  # B^T (6, 6): input tile -> transform domain
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=torch.float64,
+)
+_KERNEL = torch.tensor(  # G (6, 3): kernel -> transform domain
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ],
+    dtype=torch.float64,
+)
+_OUTPUT = torch.tensor(  # A^T (4, 6): transform domain -> output tile
+    [
+        [1, 1, 1, 1, 1, 0],
+        [0, 1, -1, 2, -2, 0],
+        [0, 1, 1, 4, 4, 0],
+        [0, 1, -1, 8, -8, 1],
+    ],
+    dtype=torch.float64,
+)
+
+# G (x) G as a (36, 9) operator: point (b, a) of slice w is sum_hw G[a, h] w[h, w] G[b, w].
+_KERNEL_9_TO_36 = torch.einsum("ah,bw->bahw", _KERNEL, _KERNEL).reshape(36, 9)
+
+_ENABLED: ContextVar[bool] = ContextVar("wfvae_winograd_enabled", default=True)
+
+
+@contextmanager
+def direct_convolution() -> Iterator[None]:
+    """Within this block every convolution runs direct (oneDNN), e.g. to compare the two."""
+    token = _ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
+
+
+def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
+    """Whether `conv` (a 3D convolution valid in time, or a 2D one applied per frame) may run on
+    the video `x` as a Winograd convolution: CPU float32 inference, a (k,) 3 x 3 kernel with stride
+    1 and spatial padding 1, wide enough to pay for the transforms."""
+    temporal_padding = conv.padding[0] if isinstance(conv, nn.Conv3d) else 0
+    return (
+        _ENABLED.get()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+        and tuple(conv.kernel_size[-2:]) == (3, 3)
+        and all(s == 1 for s in conv.stride)
+        and tuple(conv.padding[-2:]) == (1, 1)
+        and temporal_padding == 0
+        and all(d == 1 for d in conv.dilation)
+        and conv.groups == 1
+        and conv.weight.shape[2:].numel() // 9 * min(conv.in_channels, conv.out_channels) >= MIN_WORK
+        and _output_columns(conv.weight.shape[2:].numel() // 9, x) >= MIN_COLUMNS
+    )
+
+
+def _output_columns(taps: int, x: Tensor) -> int:
+    """Output frames x output tiles: the columns of the transform-domain matrix products."""
+    t, h, w = x.shape[2:]
+    return (t - taps + 1) * -(-h // TILE) * -(-w // TILE)
+
+
+def transform_kernel(weight: Tensor) -> Tensor:
+    """(C_out, C_in, k, 3, 3) -> (36, C_out, k, C_in): G w G^T for every kernel slice, as one
+    matrix product with the 36 x 9 operator G (x) G; points ordered [column][row] like the input's."""
+    c_out, c_in, k = weight.shape[:3]
+    slices = weight.transpose(1, 2).contiguous().view(-1, 9)  # (C_out*k*C_in, 9): 3x3 slices
+    return (_KERNEL_9_TO_36.to(weight.dtype) @ slices.T).view(36, c_out, k, c_in)
+
+
+def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
+                    workspace_bytes: int = WORKSPACE_BYTES) -> Tensor:
+    """`F.conv3d(frames, weight, bias, padding=(0, 1, 1))` for a (k, 3, 3) kernel, stride 1.
+
+    frames: (B, C_in, T, H, W), any strides; returns (B, C_out, T - k + 1, H, W), contiguous.
+    """
+    b, c_in, t, h, w = frames.shape
+    c_out, _, k = weight.shape[:3]
+    t_out = t - k + 1
+    if t_out <= 0:
+        return frames.new_empty((b, c_out, 0, h, w))
+    tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
+    out = frames.new_empty((b, c_out, t_out, tiles_h, TILE, tiles_w, TILE))  # tiles, then cropped
+    kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
+    # Frames per block: the input transform holds 36 points per 16 pixels, the products as many.
+    per_frame = 4 * 36 * tiles_h * tiles_w * b * (c_in + c_out)
+    block = max(1, min(t_out, workspace_bytes // per_frame - (k - 1)))
+    for start in range(0, t_out, block):
+        stop = min(t_out, start + block)
+        points = _input_points(frames[:, :, start : stop + k - 1], tiles_h, tiles_w)  # (36, B, C_in, t, n)
+        products = _products(points, kernel, stop - start)  # (36, B, C_out, t_block, n)
+        del points
+        _output_tiles(products, out[:, :, start:stop], tiles_h, tiles_w)
+    result = out.view(b, c_out, t_out, tiles_h * TILE, tiles_w * TILE)
+    if bias is not None:
+        result.add_(bias.view(1, -1, 1, 1, 1))
+    if tiles_h * TILE != h or tiles_w * TILE != w:
+        result = result[..., :h, :w].contiguous()
+    return result
+
+
+def _input_points(frames: Tensor, tiles_h: int, tiles_w: int) -> Tensor:
+    """B^T d B for every overlapping 6x6 tile (stride 4) of the zero-padded frames."""
+    b, c, t, h, w = frames.shape
+    bt = _INPUT.to(frames.dtype)
+    padded = frames.new_zeros((b, c, t, TILE * tiles_h + 2, TILE * tiles_w + 2))
+    padded[:, :, :, 1 : h + 1, 1 : w + 1] = frames
+    # Rows: gather the six row phases (contiguous rows, cheap), then one small matrix product.
+    rows = frames.new_empty((WINDOW, b, c, t, tiles_h, padded.shape[-1]))
+    for i in range(WINDOW):
+        rows[i] = padded[:, :, :, i : i + TILE * tiles_h : TILE]
+    del padded
+    rows = (bt @ rows.view(WINDOW, -1)).view(WINDOW, b, c, t, tiles_h, -1)  # [a] row points
+    cols = frames.new_empty((WINDOW, WINDOW, b, c, t, tiles_h, tiles_w))  # [j][a]
+    for j in range(WINDOW):
+        cols[j] = rows[..., j : j + TILE * tiles_w : TILE]
+    del rows
+    return (bt @ cols.view(WINDOW, -1)).view(36, b, c, t, tiles_h * tiles_w)  # [b][a]
+
+
+def _products(points: Tensor, kernel: Tensor, t_out: int) -> Tensor:
+    """The convolution in the transform domain: per point, sum over taps of (C_out, C_in) @ (C_in, t*n)."""
+    _, b, c_in, _, n = points.shape
+    c_out, k = kernel.shape[1], kernel.shape[2]
+    products = points.new_empty((36, b, c_out, t_out * n))
+    for i in range(b):
+        acc = products[:, i]
+        # Frames tap..tap+t_out of (C_in, T, n) are a strided (C_in, t_out*n) matrix: no copy.
+        torch.bmm(kernel[:, :, 0], points[:, i, :, 0:t_out].reshape(36, c_in, t_out * n), out=acc)
+        for tap in range(1, k):
+            acc.baddbmm_(kernel[:, :, tap], points[:, i, :, tap : tap + t_out].reshape(36, c_in, t_out * n))
+    return products.view(36, b, c_out, t_out, n)
+
+
+def _output_tiles(products: Tensor, out: Tensor, tiles_h: int, tiles_w: int) -> None:
+    """A^T m A for every tile, written into `out` (B, C_out, t, tiles_h, 4, tiles_w, 4)."""
+    at = _OUTPUT.to(products.dtype)
+    rest = products[0].numel()
+    half = (at @ products.view(WINDOW, WINDOW * rest)).view(TILE, WINDOW, rest)  # [b'][a]
+    tiles = torch.matmul(at, half)  # (4[b'], 4[a'], rest)
+    b, c_out, t = out.shape[:3]
+    # out[..., y, a', x, b'] = tiles[b', a', ..., y, x]
+    out.permute(6, 4, 0, 1, 2, 3, 5).copy_(tiles.view(TILE, TILE, b, c_out, t, tiles_h, tiles_w))

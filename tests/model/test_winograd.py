@@ -1,0 +1,144 @@
+"""The Winograd convolution computes what direct convolution computes, and runs only where it may."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from model import WFVAE, winograd
+from model.causal import WHOLE_CLIP
+from model.winograd import applies, direct_convolution, winograd_conv3d
+
+PARITY_TOL = 1e-4  # as tests/model/test_parity.py: the official reference's float32 tolerance
+
+
+def _direct_float64(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.conv3d(x.double(), weight.double(), None if bias is None else bias.double(), padding=(0, 1, 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    c_in=st.integers(1, 6),
+    c_out=st.integers(1, 6),
+    taps=st.sampled_from([1, 3]),
+    extra_frames=st.integers(0, 4),
+    height=st.integers(1, 13),
+    width=st.integers(1, 13),
+    with_bias=st.booleans(),
+    workspace_bytes=st.sampled_from([1, 4096, 1 << 26]),
+    seed=st.integers(0, 2**16),
+)
+def test_equals_direct_convolution_for_any_shape_and_block_plan(
+    batch: int, c_in: int, c_out: int, taps: int, extra_frames: int, height: int, width: int,
+    with_bias: bool, workspace_bytes: int, seed: int,
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    frames = taps + extra_frames
+    x = torch.randn(batch, c_in, frames, height, width, generator=gen)
+    weight = torch.randn(c_out, c_in, taps, 3, 3, generator=gen) / (c_in * taps * 9) ** 0.5
+    bias = torch.randn(c_out, generator=gen) if with_bias else None
+    expected = _direct_float64(x, weight, bias)
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
+    assert got.shape == expected.shape and got.is_contiguous()
+    # Direct float32 convolution of these sizes errs by ~1e-6; Winograd's constants add a few times that.
+    assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_strided_input_and_wide_layer_match_direct() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 9, 256, 20, 20, generator=gen).transpose(1, 2)  # (1, 256, 9, 20, 20), channels-last memory
+    weight = torch.randn(192, 256, 3, 3, 3, generator=gen) / (256 * 27) ** 0.5
+    bias = torch.randn(192, generator=gen)
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, bias)
+        direct = F.conv3d(x, weight, bias, padding=(0, 1, 1))
+    expected = _direct_float64(x, weight, bias)
+    winograd_err = (got.double() - expected).abs().max().item()
+    direct_err = (direct.double() - expected).abs().max().item()
+    assert winograd_err < 5 * direct_err + 1e-6, (winograd_err, direct_err)
+
+
+def _wide_conv(**kwargs: object) -> nn.Conv3d:
+    fields: dict[str, object] = {"kernel_size": 3, "padding": (0, 1, 1)}
+    fields.update(kwargs)
+    return nn.Conv3d(192, 192, **fields)  # type: ignore[arg-type]
+
+
+def test_applies_only_to_wide_float32_cpu_inference_with_enough_output() -> None:
+    big = torch.zeros(1, 192, 6, 32, 32)  # 4 output frames x 64 tiles = 256 columns
+    conv = _wide_conv().requires_grad_(False)
+    with torch.inference_mode():
+        assert applies(conv, big)
+        assert not applies(conv, big[:, :, :, :16, :16])  # 64 columns: not worth the transforms
+        assert not applies(_wide_conv(stride=(1, 2, 2)), big)
+        assert not applies(_wide_conv(padding=(1, 1, 1)), big)
+        assert not applies(_wide_conv(kernel_size=(3, 1, 1), padding=(0, 0, 0)), big)
+        assert not applies(nn.Conv3d(128, 128, 3, padding=(0, 1, 1)), torch.zeros(1, 128, 6, 32, 32))
+        assert not applies(conv.double(), big.double())
+        with direct_convolution():
+            assert not applies(conv.float(), big)
+        assert applies(conv.float(), big)
+    # Under autograd a trainable weight keeps the direct path (Winograd buffers would be saved for backward).
+    trainable = _wide_conv()
+    assert not applies(trainable, big)
+    with torch.no_grad():
+        assert applies(trainable, big)
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every 3x3 stride-1 convolution of the tiny reference model takes the Winograd path."""
+    monkeypatch.setattr(winograd, "MIN_WORK", 0)
+    monkeypatch.setattr(winograd, "MIN_COLUMNS", 0)
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_model_on_winograd_reproduces_the_official_reference(
+    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], case: int
+) -> None:
+    x = parity_cases[f"case{case}.input"]
+    with torch.inference_mode():
+        posterior = tiny_vae.encode(x)
+        decoded = tiny_vae.decode(posterior.mean)
+    assert (posterior.moments - parity_cases[f"case{case}.moments"]).abs().max() < PARITY_TOL
+    assert (decoded - parity_cases[f"case{case}.decoded"]).abs().max() < PARITY_TOL
+
+
+def test_model_on_winograd_counts_its_winograd_layers(
+    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, ...]] = []
+    original = winograd.winograd_conv3d
+
+    def counting(frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, **kw: int) -> torch.Tensor:
+        calls.append(tuple(weight.shape))
+        return original(frames, weight, bias, **kw)
+
+    monkeypatch.setattr(winograd, "winograd_conv3d", counting)
+    x = parity_cases["case0.input"]
+    with torch.inference_mode():
+        z = tiny_vae.encoder(x, WHOLE_CLIP).moments
+        with_winograd = len(calls)
+        with direct_convolution():
+            z_direct = tiny_vae.encoder(x, WHOLE_CLIP).moments
+    assert with_winograd >= 10 and len(calls) == with_winograd  # direct_convolution() took none
+    assert (z - z_direct).abs().max() < 1e-5
+
+
+def test_chunked_encode_and_decode_on_winograd_equal_whole_clip(
+    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor]
+) -> None:
+    x = parity_cases["case2.input"]
+    with torch.inference_mode():
+        whole = tiny_vae.encode(x).mean
+        chunked = tiny_vae.encode(x, chunk_frames=4).mean
+        decoded = tiny_vae.decode(whole)
+        decoded_chunked = tiny_vae.decode(whole, chunk_latents=1)
+    assert (whole - chunked).abs().max() < 1e-5
+    assert (decoded - decoded_chunked).abs().max() < 1e-5
