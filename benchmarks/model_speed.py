@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("wfvae-L", "wfvae-L-chunked", "wfvae-S", "wan", "cogvideox", "hunyuan")
+MODELS = ("wfvae-L", "wfvae-L-chunked", "wfvae-L-direct", "wfvae-S", "wan", "cogvideox", "hunyuan")
 OFFICIAL = "wfvae-L-official"
 REFERENCE = "wfvae-L"  # ratios are other / this
 LATENT_CHANNELS = 16  # all compared models: 16 latent channels, 4x8x8 compression
@@ -40,6 +40,7 @@ DECODE_CHUNK_LATENTS = 2  # bounds decode memory (8 video frames a chunk)
 LABELS = {
     "wfvae-L": "WF-VAE-L (ours)",
     "wfvae-L-chunked": f"WF-VAE-L (ours), chunked {ENCODE_CHUNK_FRAMES} frames / {DECODE_CHUNK_LATENTS} latents",
+    "wfvae-L-direct": "WF-VAE-L (ours), direct convolutions only (no Winograd)",
     "wfvae-S": "WF-VAE-S (ours)",
     OFFICIAL: "WF-VAE-L, official implementation",
     "wan": "diffusers AutoencoderKLWan (Wan 2.1)",
@@ -64,6 +65,18 @@ def _build(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
         if name == "wfvae-L-chunked":
             return (ours, lambda x: ours.encode(x, chunk_frames=ENCODE_CHUNK_FRAMES).mean,
                     lambda z: ours.decode(z, chunk_latents=DECODE_CHUNK_LATENTS))
+        if name == "wfvae-L-direct":
+            from model.winograd import direct_convolution
+
+            def encode_direct(x: Any) -> Any:
+                with direct_convolution():
+                    return ours.encode(x).mean
+
+            def decode_direct(z: Any) -> Any:
+                with direct_convolution():
+                    return ours.decode(z)
+
+            return ours, encode_direct, decode_direct
         return ours, lambda x: ours.encode(x).mean, lambda z: ours.decode(z)
     import diffusers
 
