@@ -35,10 +35,11 @@ WINDOW = TILE + 2  # input tile side for a 3-tap kernel
 # Taps x channels below which the transforms cost more than they save: a 3x3x3 kernel at 128
 # channels ran 0.96x of oneDNN, at 192-384 1.45x; a per-frame 3x3 kernel at 192 channels 0.5x.
 MIN_WORK = 3 * 192
-# Output frames x 4x4 tiles below which the kernel transform, once per call, costs more than the
-# products save (768 channels, 5 frames of 16x16: 80 columns, no faster than oneDNN).
-MIN_COLUMNS = 256
-WORKSPACE_BYTES = 256 * 2**20  # transform buffers of one block of output frames
+# Output frames x 4x4 tiles below which a layer is too small to bother (768 channels, 5 frames of
+# 16x16 = 80 columns still ran 1.3x faster than oneDNN).
+MIN_COLUMNS = 64
+WORKSPACE_BYTES = 64 * 2**20  # transformed input of one block (bands of 64 MB ran fastest)
+KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one block of output channels
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
 _INPUT = torch.tensor(  # B^T (6, 6): input tile -> transform domain
@@ -138,16 +139,29 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
         return frames.new_empty((b, c_out, 0, h, w))
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
     out = frames.new_empty((b, c_out, t_out, tiles_h, TILE, tiles_w, TILE))  # tiles, then cropped
-    kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
-    # Frames per block: the input transform holds 36 points per 16 pixels, the products as many.
-    per_frame = 4 * 36 * tiles_h * tiles_w * b * (c_in + c_out)
-    block = max(1, min(t_out, workspace_bytes // per_frame - (k - 1)))
-    for start in range(0, t_out, block):
-        stop = min(t_out, start + block)
-        points = _input_points(frames[:, :, start : stop + k - 1], tiles_h, tiles_w)  # (36, B, C_in, t, n)
-        products = _products(points, kernel, stop - start)  # (36, B, C_out, t_block, n)
+    # Blocks of the transformed input: bands of tile rows over all frames (tiles do not overlap in
+    # the transform domain, so bands cost nothing extra); only a clip too long for one tile row
+    # is also cut in time, which transforms k - 1 frames twice at each cut.
+    row_bytes = 4 * 36 * b * c_in * tiles_w  # one tile row of one frame
+    frames_per_block = min(t_out, max(1, workspace_bytes // row_bytes - (k - 1)))
+    rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
+    blocks = [(t0, min(t_out, t0 + frames_per_block), r0, min(tiles_h, r0 + rows_per_band))
+              for t0 in range(0, t_out, frames_per_block) for r0 in range(0, tiles_h, rows_per_band)]
+    # Transformed kernels are 4x the weights: made once per call where they are small, else a
+    # slice of output channels at a time (bounded memory, buffers the allocator can reuse).
+    whole_kernel = None
+    kernel_bytes = 4 * 36 * k * c_in * c_out
+    if len(blocks) > 1 and kernel_bytes <= KERNEL_BLOCK_BYTES * 4:
+        whole_kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
+    channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
+    for t0, t1, r0, r1 in blocks:
+        points = _input_points(frames[:, :, t0 : t1 + k - 1], r0, r1, tiles_w)  # (36, B, C_in, t, n)
+        for first in range(0, c_out, channels):
+            last = min(c_out, first + channels)
+            kernel = whole_kernel if whole_kernel is not None else transform_kernel(weight[first:last])
+            products = _products(points, kernel, t1 - t0)  # (36, B, c, t1 - t0, n)
+            _output_tiles(products, out[:, first:last, t0:t1, r0:r1])
         del points
-        _output_tiles(products, out[:, :, start:stop], tiles_h, tiles_w)
     result = out.view(b, c_out, t_out, tiles_h * TILE, tiles_w * TILE)
     if bias is not None:
         result.add_(bias.view(1, -1, 1, 1, 1))
@@ -156,12 +170,16 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     return result
 
 
-def _input_points(frames: Tensor, tiles_h: int, tiles_w: int) -> Tensor:
-    """B^T d B for every overlapping 6x6 tile (stride 4) of the zero-padded frames."""
+def _input_points(frames: Tensor, first_row: int, last_row: int, tiles_w: int) -> Tensor:
+    """B^T d B for tile rows [first_row, last_row) of the zero-padded frames: every 6x6 tile, stride 4."""
     b, c, t, h, w = frames.shape
+    tiles_h = last_row - first_row
     bt = _INPUT.to(frames.dtype)
+    # Padded rows 4*first_row .. 4*last_row + 2 are image rows one above each (row -1 is padding).
+    top, bottom = TILE * first_row - 1, TILE * last_row + 1
     padded = frames.new_zeros((b, c, t, TILE * tiles_h + 2, TILE * tiles_w + 2))
-    padded[:, :, :, 1 : h + 1, 1 : w + 1] = frames
+    src_top, src_bottom = max(0, top), min(h, bottom)
+    padded[:, :, :, src_top - top : src_bottom - top, 1 : w + 1] = frames[:, :, :, src_top:src_bottom]
     # Rows: gather the six row phases (contiguous rows, cheap), then one small matrix product.
     rows = frames.new_empty((WINDOW, b, c, t, tiles_h, padded.shape[-1]))
     for i in range(WINDOW):
@@ -189,12 +207,12 @@ def _products(points: Tensor, kernel: Tensor, t_out: int) -> Tensor:
     return products.view(36, b, c_out, t_out, n)
 
 
-def _output_tiles(products: Tensor, out: Tensor, tiles_h: int, tiles_w: int) -> None:
+def _output_tiles(products: Tensor, out: Tensor) -> None:
     """A^T m A for every tile, written into `out` (B, C_out, t, tiles_h, 4, tiles_w, 4)."""
     at = _OUTPUT.to(products.dtype)
     rest = products[0].numel()
     half = (at @ products.view(WINDOW, WINDOW * rest)).view(TILE, WINDOW, rest)  # [b'][a]
     tiles = torch.matmul(at, half)  # (4[b'], 4[a'], rest)
-    b, c_out, t = out.shape[:3]
+    b, c_out, t, tiles_h, _, tiles_w, _ = out.shape
     # out[..., y, a', x, b'] = tiles[b', a', ..., y, x]
     out.permute(6, 4, 0, 1, 2, 3, 5).copy_(tiles.view(TILE, TILE, b, c_out, t, tiles_h, tiles_w))
