@@ -74,6 +74,8 @@ class PipelineSettings(BaseSettings):
             "model_id": model_id,
             "clips": self.clips.model_dump(mode="json"),
             "latent_kind": self.encoder.latent_kind,
+            # bf16 and fp32 latents differ by ~1%: one output prefix holds one compute precision
+            "encode_dtype": self.encoder.dtype,
             "seed": self.encoder.seed if self.encoder.latent_kind == "sample" else None,
             "latent_dtype": self.latent_dtype,
         }

@@ -49,6 +49,10 @@ def test_output_hash_tracks_what_changes_the_rows() -> None:
     assert base.output_hash("m") != base.output_hash("other-model")
     changed = base.model_copy(update={"clips": base.clips.model_copy(update={"height": 128})})
     assert changed.output_hash("m") != base.output_hash("m")
+    bf16 = base.model_copy(update={"encoder": base.encoder.model_copy(update={"dtype": "bfloat16"})})
+    assert bf16.output_hash("m") != base.output_hash("m")
+    cpus = base.model_copy(update={"encoder_num_cpus": 2, "batch_size": 16})
+    assert cpus.output_hash("m") == base.output_hash("m")
 
 
 @pytest.mark.parametrize(
