@@ -147,11 +147,12 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
     blocks = [(t0, min(t_out, t0 + frames_per_block), r0, min(tiles_h, r0 + rows_per_band))
               for t0 in range(0, t_out, frames_per_block) for r0 in range(0, tiles_h, rows_per_band)]
-    # Transformed kernels are 4x the weights: made once per call where they are small, else a
-    # slice of output channels at a time (bounded memory, buffers the allocator can reuse).
+    # Transformed kernels are 4x the weights: made once per call where they are small (up to
+    # 64 MB: 384 channels, 3 taps), else a slice of output channels at a time, per block (bounded
+    # memory, and buffers small enough for the allocator to reuse).
     whole_kernel = None
     kernel_bytes = 4 * 36 * k * c_in * c_out
-    if len(blocks) > 1 and kernel_bytes <= KERNEL_BLOCK_BYTES * 4:
+    if len(blocks) > 1 and kernel_bytes <= KERNEL_BLOCK_BYTES * 2:
         whole_kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
     channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
     for t0, t1, r0, r1 in blocks:
