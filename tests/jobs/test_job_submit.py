@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import pyarrow.parquet as pq
 import pytest
+from bundled_model import LATENT_DIM
 from jobs_cluster import RAY, RayHead, start_head, stop_head
 
 from jobs.refresh_dataset import main as refresh_main
@@ -25,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "jobs-webvid"
 OUTPUT = f"s3://{BUCKET}/latents/webvid-9x64"
 CLIP_FLAGS = ["--clips.num_frames", "9", "--clips.height", "64", "--clips.width", "64"]
-TINY_LATENT_SHAPE = [8, 3, 8, 8]  # (C, 1 + (9-1)/4, 64/8, 64/8) for the bundled 8-channel model
+TINY_LATENT_SHAPE = [LATENT_DIM, 3, 8, 8]  # (C, 1 + (9-1)/4, 64/8, 64/8) for the bundled model
 NEW_SHARD = ("00002", (SampleVideo("bikes.mp4", "cyclists again, a shard added later"),))
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",

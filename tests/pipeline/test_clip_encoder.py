@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundled_model import BATCH_TOLERANCE, DEFAULT_MODEL_NAME, LATENT_DIM
 
 from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
 from pipeline.encoding import ClipEncoder, model_identity
@@ -30,11 +31,11 @@ def encoder() -> ClipEncoder:
 
 
 def test_mean_is_the_models_posterior_mean(encoder: ClipEncoder, clips: list[np.ndarray]) -> None:
-    z = encoder.encode_clips(clips)  # (3, 8, 3, 8, 8)
+    z = encoder.encode_clips(clips)  # (3, C, 3, 8, 8)
     x = torch.cat([clip_to_tensor(c) for c in clips])
     with torch.inference_mode():
         expected = encoder.vae.encode(x).mean.numpy()
-    assert z.shape == (3, 8, 3, 8, 8) and z.dtype == np.float32
+    assert z.shape == (3, LATENT_DIM, 3, 8, 8) and z.dtype == np.float32
     assert np.array_equal(z, expected)  # same batch: bitwise
 
 
@@ -51,7 +52,7 @@ def test_samples_depend_on_the_clip_key_not_the_batch(clips: list[np.ndarray]) -
     sampler = ClipEncoder(dtype="float32", device="cpu", latent_kind="sample", seed=3)
     together = sampler.encode_clips(clips, ["a", "b", "c"])
     alone = sampler.encode_clips(clips[1:2], ["b"])
-    assert np.abs(together[1] - alone[0]).max() < 1e-5
+    assert np.abs(together[1] - alone[0]).max() < BATCH_TOLERANCE
     assert np.abs(sampler.encode_clips(clips[1:2], ["other"])[0] - alone[0]).max() > 1e-2
 
 
@@ -69,12 +70,12 @@ def test_causal_cache_chunks_equal_the_whole_clip(
 def test_model_id_names_the_model_and_hashes_its_weights(encoder: ClipEncoder) -> None:
     assert encoder.model_id == model_identity(None)
     assert (
-        encoder.model_id.startswith("wfvae-tiny-random-")
+        encoder.model_id.startswith(f"{DEFAULT_MODEL_NAME}-")
         and len(encoder.model_id.rsplit("-", 1)[1]) == 12
     )
     meta = encoder.metadata()
     assert (
-        meta["latent_dim"] == 8
+        meta["latent_dim"] == LATENT_DIM
         and meta["encode_dtype"] == "float32"
         and len(meta["config_hash"]) == 16
     )

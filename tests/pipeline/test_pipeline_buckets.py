@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bundled_model import LATENT_DIM
 from test_pipeline_run import read_prefix
 
 from pipeline.clips import sample_clips
@@ -32,9 +33,9 @@ def test_buckets_all_clips_sampled_bf16_on_local_disk(
     latents, _ = read_prefix(settings.output, "latents", settings.storage)
     assert summary.errors_by_reason == {"too_short": 1, "unreadable": 1}
     shapes = {r["member_key"]: (r["bucket"], tuple(r["latent_shape"])) for r in latents}
-    assert shapes["000001"] == ("9x32x96", (8, 3, 4, 12))  # bikes, 160x68: wide
-    assert shapes["clip_b"] == ("9x96x64", (8, 3, 12, 8))  # synth_b, 64 wide x 96 high: tall
-    assert shapes["000000"] == ("9x64x64", (8, 3, 8, 8))  # carphone, 176x144: near square
+    assert shapes["000001"] == ("9x32x96", (LATENT_DIM, 3, 4, 12))  # bikes, 160x68: wide
+    assert shapes["clip_b"] == ("9x96x64", (LATENT_DIM, 3, 12, 8))  # synth_b, 64 wide x 96 high: tall
+    assert shapes["000000"] == ("9x64x64", (LATENT_DIM, 3, 8, 8))  # carphone, 176x144: near square
     assert sum(r["member_key"] == "000003" for r in latents) == 2  # 20 frames: two 9-frame clips
 
     sampler = ClipEncoder(dtype="float32", device="cpu", latent_kind="sample", seed=11)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 
 from model.errors import ConfigError
 from pipeline.clips import clip_to_tensor, sample_clips
@@ -19,7 +20,7 @@ from pipeline.records import latent_from_bytes, read_file_metadata
 from pipeline.run import run_pipeline
 from pipeline.storage import open_fs
 
-PARITY_TOLERANCE = 1e-5
+PARITY_TOLERANCE = BATCH_TOLERANCE
 
 
 def read_prefix(
@@ -68,7 +69,7 @@ def test_captions_and_geometry_columns(reference_run: tuple[Any, Any]) -> None:
     bikes = by_member["000001"]
     assert bikes["source_size"] == [68, 160] and bikes["target_size"] == [64, 64]
     assert bikes["frame_indices"] == list(range(9)) and bikes["fps"] == pytest.approx(24.0)
-    assert bikes["latent_shape"] == [8, 3, 8, 8] and bikes["latent_dtype"] == "float32"
+    assert bikes["latent_shape"] == [LATENT_DIM, 3, 8, 8] and bikes["latent_dtype"] == "float32"
     assert bikes["latent_kind"] == "mean" and bikes["bucket"] is None
 
 
@@ -111,7 +112,7 @@ def test_parquet_reads_back_with_pandas_and_torch(reference_run: tuple[Any, Any]
     z = torch.frombuffer(bytearray(row["latent"]), dtype=torch.float32).reshape(
         list(row["latent_shape"])
     )
-    assert z.shape == (8, 3, 8, 8) and torch.isfinite(z).all()
+    assert z.shape == (LATENT_DIM, 3, 8, 8) and torch.isfinite(z).all()
 
 
 def test_latent_statistics_match_the_rows(reference_run: tuple[Any, Any]) -> None:
@@ -119,7 +120,9 @@ def test_latent_statistics_match_the_rows(reference_run: tuple[Any, Any]) -> Non
     latents, _ = read_prefix(settings.output, "latents", settings.storage)
     stacked = np.concatenate(
         [
-            latent_from_bytes(r["latent"], r["latent_shape"], r["latent_dtype"]).reshape(8, -1)
+            latent_from_bytes(r["latent"], r["latent_shape"], r["latent_dtype"]).reshape(
+                LATENT_DIM, -1
+            )
             for r in latents
         ],
         axis=1,

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from bundled_model import LATENT_DIM
 
 from pipeline.clips import ClipSettings
 from pipeline.records import ENCODED_SCHEMA, TRANSIT_SCHEMA
@@ -51,7 +52,8 @@ def test_encode_stage_turns_model_errors_into_rows_and_keeps_the_rest() -> None:
     out = stage(pa.Table.from_pylist(rows, schema=TRANSIT_SCHEMA))
     assert out.schema == ENCODED_SCHEMA
     by_key = {r["key"]: r for r in out.to_pylist()}
-    assert by_key["good"]["row_kind"] == "clip" and by_key["good"]["latent_shape"] == [8, 3, 8, 8]
+    assert by_key["good"]["row_kind"] == "clip"
+    assert by_key["good"]["latent_shape"] == [LATENT_DIM, 3, 8, 8]
     assert by_key["bad"]["row_kind"] == "error" and by_key["bad"]["stage"] == "encode"
     assert by_key["bad"]["latent"] is None and by_key["bad"]["message"]
     assert by_key[""]["row_kind"] == "unit_end"

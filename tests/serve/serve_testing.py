@@ -11,6 +11,7 @@ import av
 import httpx
 import numpy as np
 import torch
+from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 from safetensors.torch import load
 
 from pipeline.clips import ClipSettings, sample_clips
@@ -19,7 +20,7 @@ from pipeline.storage import StorageSettings
 from serve.settings import ServeArgs
 
 SAFETENSORS = "application/vnd.safetensors"
-TOLERANCE = 1e-5
+TOLERANCE = BATCH_TOLERANCE  # requests batched together vs one clip in process
 
 TOKEN = "test-token"
 # Tiny clips keep the whole package fast on two shared cores.
@@ -28,6 +29,10 @@ MAX_BODY_BYTES = (
     800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
 )
 S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
+# The largest latent main_args admits: max_frames 17 -> 5 latent frames, max_pixels 96x96 -> 12x12.
+MAX_LATENT_ELEMENTS = LATENT_DIM * 5 * 12 * 12
+# JSON latents: 3 clips of 9x64x64 (C x 3 x 8 x 8 each, 576 C) fit; 4 of 17x64x64 (1280 C) do not.
+MAX_JSON_ELEMENTS = LATENT_DIM * 1024
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,8 @@ def main_args(s3_endpoint: str) -> ServeArgs:
         max_pixels=96 * 96,
         max_clips=4,
         max_source_pixels=200_000,  # bikes (640x272) passes, a 640x400 video does not
-        max_latent_elements=8 * 5 * 12 * 12,
-        max_json_elements=8192,
+        max_latent_elements=MAX_LATENT_ELEMENTS,
+        max_json_elements=MAX_JSON_ELEMENTS,
         max_batch_size=16,
         batch_wait_timeout_s=0.25,  # long enough that 16 concurrent requests share batches
         max_ongoing_requests=32,

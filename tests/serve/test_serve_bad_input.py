@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bundled_model import LATENT_DIM
 from safetensors.torch import save
 from serve_testing import (
     CLIP,
@@ -58,7 +59,7 @@ def latent(*shape: int) -> torch.Tensor:
 
 
 def with_value(value: float) -> torch.Tensor:
-    z = latent(8, 2, 4, 4)
+    z = latent(LATENT_DIM, 2, 4, 4)
     z[3, 1, 2, 2] = value
     return z
 
@@ -186,21 +187,29 @@ CASES: dict[str, Case] = {
         "/decode",
         400,
         "name the latent tensor 'latent'",
-        lambda v: safetensors_of(a=latent(8, 1, 2, 2), b=latent(8, 1, 2, 2)),
+        lambda v: safetensors_of(a=latent(LATENT_DIM, 1, 2, 2), b=latent(LATENT_DIM, 1, 2, 2)),
         SAFETENSORS,
     ),
     "wrong channel count": Case(
         "/decode",
         422,
-        "8 channels",
+        f"{LATENT_DIM} channels",
         lambda v: safetensors_of(latent=latent(4, 2, 4, 4)),
         SAFETENSORS,
     ),
     "wrong rank": Case(
-        "/decode", 422, "(B, C, T, H, W)", lambda v: npy_of(np.zeros((8, 4, 4), np.float32)), NPY
+        "/decode",
+        422,
+        "(B, C, T, H, W)",
+        lambda v: npy_of(np.zeros((LATENT_DIM, 4, 4), np.float32)),
+        NPY,
     ),
     "integer latent": Case(
-        "/decode", 422, "floating", lambda v: npy_of(np.zeros((8, 2, 4, 4), np.int32)), NPY
+        "/decode",
+        422,
+        "floating",
+        lambda v: npy_of(np.zeros((LATENT_DIM, 2, 4, 4), np.int32)),
+        NPY,
     ),
     "NaN latent": Case(
         "/decode",
@@ -223,28 +232,28 @@ CASES: dict[str, Case] = {
         "/decode",
         422,
         "elements",
-        lambda v: safetensors_of(latent=latent(8, 5, 12, 13)),
+        lambda v: safetensors_of(latent=latent(LATENT_DIM, 5, 12, 13)),
         SAFETENSORS,
     ),
     "latent decodes to too many frames": Case(
         "/decode",
         422,
         "21 frames",
-        lambda v: safetensors_of(latent=latent(8, 6, 2, 2)),
+        lambda v: safetensors_of(latent=latent(LATENT_DIM, 6, 2, 2)),
         SAFETENSORS,
     ),
     "latent decodes too large": Case(
         "/decode",
         422,
         "104x104",
-        lambda v: safetensors_of(latent=latent(8, 1, 13, 13)),
+        lambda v: safetensors_of(latent=latent(LATENT_DIM, 1, 13, 13)),
         SAFETENSORS,
     ),
     "MP4 of a batch": Case(
         "/decode",
         422,
         "MP4 holds one video",
-        lambda v: safetensors_of(latent=latent(2, 8, 1, 2, 2)),
+        lambda v: safetensors_of(latent=latent(2, LATENT_DIM, 1, 2, 2)),
         SAFETENSORS,
     ),
     "decode of a video": Case("/decode", 415, "'video/mp4' is not accepted"),
@@ -252,7 +261,7 @@ CASES: dict[str, Case] = {
         "/decode",
         422,
         "greater than 0",
-        lambda v: safetensors_of(latent=latent(8, 1, 2, 2)),
+        lambda v: safetensors_of(latent=latent(LATENT_DIM, 1, 2, 2)),
         SAFETENSORS,
         params={"fps": 0},
     ),
@@ -321,7 +330,7 @@ def test_slow_requests_time_out(strict_service: Service, videos: dict[str, bytes
     )
     decode = strict_service.client.post(
         f"{strict_service.url}/decode",
-        content=safetensors_of(latent=latent(8, 1, 2, 2)),
+        content=safetensors_of(latent=latent(LATENT_DIM, 1, 2, 2)),
         headers={"Content-Type": SAFETENSORS},
     )
     for answer in (encode, decode):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from bundled_model import LATENT_DIM
 from serve_testing import (
     CLIP,
     SAFETENSORS,
@@ -64,7 +65,7 @@ def test_concurrent_decodes_share_batches_and_each_equals_its_own_latent(
     service: Service, clip_encoder: ClipEncoder
 ) -> None:
     generator = torch.Generator().manual_seed(11)
-    latents = [torch.randn(1, 8, 2, 4, 4, generator=generator) for _ in range(CONCURRENCY)]
+    latents = [torch.randn(1, LATENT_DIM, 2, 4, 4, generator=generator) for _ in range(CONCURRENCY)]
     from safetensors.torch import save
 
     requests = [
