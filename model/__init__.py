@@ -1,6 +1,6 @@
 """WF-VAE in PyTorch: weight-compatible with the official checkpoints, with exact Causal Cache streaming."""
 
-from .checkpoint import default_model_dir, load_wfvae, read_state_dict, save_wfvae, trained_model_dir
+from .checkpoint import default_model_dir, load_wfvae, read_state_dict, save_wfvae
 from .config import WFVAEConfig, preset
 from .distribution import DiagonalGaussian
 from .errors import (
@@ -32,5 +32,4 @@ __all__ = [
     "preset",
     "read_state_dict",
     "save_wfvae",
-    "trained_model_dir",
 ]
