@@ -50,9 +50,17 @@ class ServeArgs(BaseModel):
     max_source_pixels: int = Field(
         default=3840 * 2160, ge=64, description="height * width of an uploaded video's frames"
     )
-    max_latent_elements: int = Field(default=8 * 33 * 64 * 64, ge=1)
+    max_latent_elements: int = Field(
+        default=16 * 33 * 64 * 64,
+        ge=1,
+        description="largest latent accepted by /decode; default: a 16-channel latent of "
+        "max_frames (129) at max_pixels (512x512)",
+    )
     max_json_elements: int = Field(
-        default=65_536, ge=1, description="largest tensor answered or accepted as JSON"
+        default=16 * 8192,
+        ge=1,
+        description="largest tensor answered or accepted as JSON; default: a 16-channel latent "
+        "of 17x256x256 (81,920) fits",
     )
     request_timeout_s: float = Field(default=120.0, gt=0)
     allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["s3", "gs", "gcs"])
