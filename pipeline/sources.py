@@ -260,7 +260,13 @@ def iter_tar_samples(unit: WorkUnit, storage: StorageSettings) -> Iterator[Sampl
     current: str | None = None
     members: dict[str, bytes] = {}
     try:
-        block = {} if protocol_of(unit.shard) == "file" else {"block_size": TAR_READ_BLOCK}
+        # Read-ahead in whole blocks: tarfile reads 10 KB at a time, and gcsfs's default
+        # ("adaptive") cache turned that into ~1,000 requests for a 26 MB shard.
+        block = (
+            {}
+            if protocol_of(unit.shard) == "file"
+            else {"block_size": TAR_READ_BLOCK, "cache_type": "readahead"}
+        )
         with (
             fs.open(path, "rb", **block) as handle,
             tarfile.open(fileobj=handle, mode="r|*") as tar,

@@ -28,15 +28,34 @@ __all__ = [
 GLOB_CHARS = re.compile(r"[*?\[]")
 BRACE = re.compile(r"\{([^{}]*)\}")
 NUMERIC_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+S3_PROTOCOLS = ("s3", "s3a")
+GCS_PROTOCOLS = ("gs", "gcs")
 
 
 class StorageSettings(BaseModel):
-    """How to reach object storage; credentials come from the standard AWS/GCP environment and files."""
+    """How to reach object storage; credentials come from the standard AWS/GCP environment and files.
+
+    Each protocol has its own endpoint, so one run may read from S3 and write to GCS. `options`
+    goes to every filesystem as is.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL or AWS's default)"
+    )
+    gcs_endpoint_url: str | None = Field(
+        default=None,
+        description="GCS JSON API endpoint for gs:// (else STORAGE_EMULATOR_HOST or Google's)",
+    )
+    gcs_token: str | None = Field(
+        default=None,
+        description=(
+            "gcsfs token for gs://: a service-account or authorized-user JSON file, "
+            "google_default, cloud or anon; default: Google's standard chain "
+            "(GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata "
+            "server), or anonymous where an endpoint (an emulator) is given"
+        ),
     )
     anon: bool = Field(default=False, description="anonymous access to public buckets")
     options: dict[str, Any] = Field(
@@ -46,14 +65,30 @@ class StorageSettings(BaseModel):
     def fs_options(self, protocol: str) -> dict[str, Any]:
         """fsspec keyword arguments for `protocol`."""
         options = dict(self.options)
-        if protocol in ("s3", "s3a"):
+        if protocol in S3_PROTOCOLS:
             if self.endpoint_url:
                 options["endpoint_url"] = self.endpoint_url
             if self.anon:
                 options["anon"] = True
-        elif protocol in ("gs", "gcs") and self.anon:
-            options["token"] = "anon"
+        elif protocol in GCS_PROTOCOLS:
+            if self.gcs_endpoint_url:
+                options["endpoint_url"] = self.gcs_endpoint_url
+            if self.anon:
+                options["token"] = "anon"
+            elif self.gcs_token:
+                options["token"] = self.gcs_token
+            elif "token" not in options and _own_gcs_endpoint(options):
+                # As Google's own client does with STORAGE_EMULATOR_HOST: no credentials are
+                # looked for (nor the metadata server probed) for an endpoint of one's own.
+                options["token"] = "anon"
         return options
+
+
+def _own_gcs_endpoint(options: dict[str, Any]) -> str | None:
+    """The endpoint other than Google's that gs:// goes to, if any: gcsfs's `endpoint_url`, else
+    STORAGE_EMULATOR_HOST ("" and "default" there mean Google's, as gcsfs reads it)."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
+    return options.get("endpoint_url") or (None if host in ("", "default") else host)
 
 
 def protocol_of(uri: str) -> str:
@@ -65,7 +100,18 @@ def open_fs(uri: str, storage: StorageSettings) -> tuple[Any, str]:
     """The fsspec filesystem holding `uri` and the path within it."""
     import fsspec
 
-    return fsspec.core.url_to_fs(uri, **storage.fs_options(protocol_of(uri)))
+    protocol = protocol_of(uri)
+    options = storage.fs_options(protocol)
+    if protocol in GCS_PROTOCOLS and _own_gcs_endpoint(options):
+        # gcsfs registers ExtendedGcsFileSystem for gs://, which first asks Google's gRPC Storage
+        # Control API for each bucket's layout (zonal, hierarchical). An endpoint of one's own (an
+        # emulator, a GCS-compatible store) speaks only the JSON API: the lookup runs into its
+        # 60 s timeout, and a failed lookup is not cached, so every call would wait that long.
+        # The JSON-API filesystem underneath does all the pipeline needs.
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(**options), GCSFileSystem._strip_protocol(uri)
+    return fsspec.core.url_to_fs(uri, **options)
 
 
 def is_local(fs: Any) -> bool:
@@ -138,8 +184,12 @@ def expand_inputs(
 
 
 def file_version(info: dict[str, Any]) -> str:
-    """A version string from an fsspec `info()` entry: version id, ETag, generation, or mtime+size."""
-    for field in ("VersionId", "ETag", "etag", "generation", "md5Hash"):
+    """A version string from an fsspec `info()` entry: version id, ETag, generation, or mtime+size.
+
+    GCS objects carry both a generation and an etag; the generation changes only when the bytes
+    are rewritten, the etag on metadata updates too, so the generation is taken.
+    """
+    for field in ("VersionId", "ETag", "generation", "etag", "md5Hash"):
         value = info.get(field)
         if value:
             return str(value).strip('"')
