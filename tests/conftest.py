@@ -1,4 +1,4 @@
-"""Fixtures shared by every test package: real sample videos, the bundled model, S3 and Ray."""
+"""Fixtures shared by every test package: real sample videos, the bundled model, S3, GCS and Ray."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _set_test_aws_credentials()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    """A real GCS JSON API endpoint (gcp-storage-emulator, in memory) on 127.0.0.1, for the session.
+
+    It serves one request at a time over HTTP/1.0, enough for the tests' few clients.
+    """
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

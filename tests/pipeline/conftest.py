@@ -1,4 +1,4 @@
-"""Pipeline fixtures: a small corpus of real and corrupt videos, on local disk and in moto's S3."""
+"""Pipeline fixtures: a small corpus of real and corrupt videos, on local disk and on S3 and GCS servers."""
 
 from __future__ import annotations
 
@@ -135,6 +135,19 @@ def s3_corpus(corpus: Corpus, s3_endpoint: str) -> str:
         if path.is_file():
             client.upload_file(str(path), BUCKET, path.relative_to(corpus.root).as_posix())
     return f"s3://{BUCKET}"
+
+
+@pytest.fixture(scope="session")
+def gcs_corpus(corpus: Corpus, gcs_endpoint: str) -> str:
+    """The corpus uploaded to `gs://videos/` on the GCS emulator (over its JSON API, by gcsfs)."""
+    from pipeline.storage import StorageSettings, open_fs
+
+    fs, bucket = open_fs(f"gs://{BUCKET}", StorageSettings(gcs_endpoint_url=gcs_endpoint))
+    fs.mkdir(bucket)  # a bucket, at the top level
+    for path in sorted(corpus.root.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{bucket}/{path.relative_to(corpus.root).as_posix()}")
+    return f"gs://{BUCKET}"
 
 
 @pytest.fixture(scope="session")
