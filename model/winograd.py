@@ -41,7 +41,7 @@ MIN_COLUMNS = 64
 # Smaller blocks than these cost speed: kernels too large to keep (768+ channels) are transformed
 # again for every block, and thin kernel slices re-read the transformed input once per slice
 # (8 MB slices and input-sized blocks: 2.4x slower on 768 channels at 16x16, 1.7x at 896).
-WORKSPACE_BYTES = 64 * 2**20  # transformed input of one block (bands of 64 MB ran fastest)
+WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 MB ran fastest)
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
