@@ -5,15 +5,17 @@ tile and every 3x3 kernel slice are carried into a 36-point transform domain, wh
 convolution becomes 36 independent matrix products over channels; a last transform gives 4x4
 output tiles. 36 products for 16 outputs instead of 144: on the 2-core AVX2 CPU this project runs
 on, oneDNN's direct 3x3x3 convolution runs at 65-77 GFLOP/s (about the machine's GEMM rate), so
-cutting the arithmetic is the only way to go faster, and it does: 1.9x at 384 channels, 2.7x at
-768-896 channels (layers of the L preset; `benchmarks/model_speed.py`). Below about 192 channels
-the transforms, which only move memory, cost more than they save, so narrow layers stay direct.
+cutting the arithmetic is the only way to go faster, and it does: 1.7-2.1x on the L preset's
+384-896-channel layers (2 threads), 1.5-1.6x for the whole model (`benchmarks/README.md`, Model
+speed). Below about 192 channels the transforms, which only move memory, cost more than they
+save, so narrow layers stay direct.
 
 The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k accumulating
-matrix products over shifted frames), so one set of transforms serves all k taps. Output frames are
-processed in blocks that keep the transform buffers under `WORKSPACE_BYTES`, so long clips do not
-raise peak memory. Results match direct convolution to float32 rounding (the interpolation points
-0, +-1, +-2 keep the transforms' constants small; max abs error within 2x of oneDNN's own).
+matrix products over shifted frames), so one set of transforms serves all k taps. The input is
+transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
+buffers near `WORKSPACE_BYTES`, so long clips do not raise peak memory. Results match direct
+convolution to float32 rounding (the interpolation points 0, +-1, +-2 keep the transforms'
+constants small; max abs error within a few times oneDNN's own).
 
 Only inference on CPU in float32 takes this path (`applies`): under autograd, on GPUs (cuDNN picks
 its own algorithms) and in other dtypes the direct convolution runs.
