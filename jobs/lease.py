@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -241,6 +242,7 @@ class LeaseKeeper:
         self.lost: LeaseLostError | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+        self._saved_sigint: Any = None
 
     def _run(self) -> None:
         period = self.lease.ttl_s / RENEWALS_PER_TTL
@@ -257,6 +259,7 @@ class LeaseKeeper:
 
     def __enter__(self) -> LeaseKeeper:
         if not self.lease.local:
+            self._ensure_interruptible()
             self._thread.start()
         return self
 
@@ -264,3 +267,17 @@ class LeaseKeeper:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self._saved_sigint is not None:
+            signal.signal(signal.SIGINT, self._saved_sigint)
+            self._saved_sigint = None
+
+    def _ensure_interruptible(self) -> None:
+        """interrupt_main() does nothing while SIGINT is ignored or default, as in a job started
+        with `&` from a script (the shell ignores SIGINT for it): Python's handler is put back
+        for the keeper's lifetime so that a lost lease still stops the run."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if current in (signal.SIG_IGN, signal.SIG_DFL, None):
+            self._saved_sigint = current
+            signal.signal(signal.SIGINT, signal.default_int_handler)

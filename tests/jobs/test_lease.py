@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -87,14 +88,21 @@ def test_s3_lease_busy_takeover_and_fencing(s3: StorageSettings) -> None:
         Lease(out, s3, "late").acquire()
 
 
-def test_keeper_interrupts_a_run_whose_lease_was_taken(s3: StorageSettings) -> None:
-    out = f"s3://{BUCKET}/keeper"
-    lease = Lease(out, s3, "slow", ttl_s=0.6).acquire()
-    fs, path = lease.fs, lease.path
-    with pytest.raises(KeyboardInterrupt), LeaseKeeper(lease) as keeper:
-        fs.pipe_file(path, b'{"stolen": true}')  # another writer replaced the lease object
-        time.sleep(5)
-    assert isinstance(keeper.lost, LeaseLostError)
+@pytest.mark.parametrize("sigint", ["python", "ignored"])
+def test_keeper_interrupts_a_run_whose_lease_was_taken(s3: StorageSettings, sigint: str) -> None:
+    # "ignored": as in a job started with `&` from a script, where the shell ignores SIGINT.
+    out = f"s3://{BUCKET}/keeper-{sigint}"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    try:
+        lease = Lease(out, s3, "slow", ttl_s=0.6).acquire()
+        fs, path = lease.fs, lease.path
+        with pytest.raises(KeyboardInterrupt), LeaseKeeper(lease) as keeper:
+            fs.pipe_file(path, b'{"stolen": true}')  # another writer replaced the lease object
+            time.sleep(5)
+        assert isinstance(keeper.lost, LeaseLostError)
+        assert signal.getsignal(signal.SIGINT) == (signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("main", [encode_main, refresh_main], ids=["encode", "refresh"])
