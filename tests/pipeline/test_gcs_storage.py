@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from test_pipeline_run import PARITY_TOLERANCE, read_prefix, source_name
+from test_pipeline_run import (
+    PARITY_TOLERANCE,
+    largest_difference_from_in_process,
+    read_prefix,
+    source_name,
+)
 
-from pipeline.clips import clip_to_tensor, sample_clips
 from pipeline.encoding import ClipEncoder
 from pipeline.manifest import load_markers
-from pipeline.records import latent_from_bytes
 from pipeline.run import run_pipeline
 from pipeline.settings import load_settings
 from pipeline.sources import TAR_READ_BLOCK, Sample, iter_tar_samples, list_sources
@@ -128,16 +130,8 @@ def test_run_accounts_for_every_input_and_matches_in_process_encoding(
     written = {n.rsplit("/", 1)[-1].removesuffix(".parquet") for n in fs.ls(folder, detail=False)}
     assert set(load_markers(settings.output, settings.storage)) == written
     encoder = ClipEncoder(dtype="float32", device="cpu")
-    worst = 0.0
-    for row in latents:
-        clip = sample_clips(corpus.media[MEDIUM[row["member_key"]]], settings.clips)[
-            row["clip_index"]
-        ]
-        assert clip.frame_indices == row["frame_indices"]
-        with torch.inference_mode():
-            want = encoder.vae.encode(clip_to_tensor(clip.frames)).mean[0].numpy()
-        got = latent_from_bytes(row["latent"], row["latent_shape"], row["latent_dtype"])
-        worst = max(worst, float(np.abs(got - want).max()))
+    media = {key: corpus.media[name] for key, name in MEDIUM.items()}
+    worst = largest_difference_from_in_process(latents, media, settings.clips, encoder)
     assert worst <= PARITY_TOLERANCE, worst
     assert metas[0]["model_id"] == encoder.model_id
     fs, path = open_fs(f"{settings.output}/latent_stats.json", settings.storage)

@@ -73,6 +73,23 @@ def test_captions_and_geometry_columns(reference_run: tuple[Any, Any]) -> None:
     assert bikes["latent_kind"] == "mean" and bikes["bucket"] is None
 
 
+def largest_difference_from_in_process(
+    latents: list[dict[str, Any]], media: dict[str, bytes], clips: Any, encoder: ClipEncoder
+) -> float:
+    """Max |stored - encoded here| over latent rows; `media` maps member keys to video bytes.
+    Each row's clip is sampled again from its video and must have the row's frame indices."""
+    worst = 0.0
+    for row in latents:
+        clip = sample_clips(media[row["member_key"]], clips)[row["clip_index"]]
+        assert clip.frame_indices == row["frame_indices"]
+        with torch.inference_mode():
+            expected = encoder.vae.encode(clip_to_tensor(clip.frames)).mean[0].numpy()  # (C, t, h, w)
+        stored = latent_from_bytes(row["latent"], row["latent_shape"], row["latent_dtype"])
+        assert stored.shape == expected.shape
+        worst = max(worst, float(np.abs(stored - expected).max()))
+    return worst
+
+
 def test_latents_equal_in_process_encoding(reference_run: tuple[Any, Any], corpus: Any) -> None:
     settings, _ = reference_run
     latents, metas = read_prefix(settings.output, "latents", settings.storage)
@@ -81,19 +98,8 @@ def test_latents_equal_in_process_encoding(reference_run: tuple[Any, Any], corpu
         "000000": "carphone", "000001": "bikes", "000003": "synth_a", "000100": "bunny",
         "clip_a": "carphone_distorted", "clip_b": "synth_b", "1001": "synth_c",
     }  # fmt: skip
-    worst = 0.0
-    for row in latents:
-        clip = sample_clips(corpus.media[names[row["member_key"]]], settings.clips)[
-            row["clip_index"]
-        ]
-        assert clip.frame_indices == row["frame_indices"]
-        with torch.inference_mode():
-            expected = (
-                encoder.vae.encode(clip_to_tensor(clip.frames)).mean[0].numpy()
-            )  # (C, t, h, w)
-        stored = latent_from_bytes(row["latent"], row["latent_shape"], row["latent_dtype"])
-        assert stored.shape == expected.shape
-        worst = max(worst, float(np.abs(stored - expected).max()))
+    media = {key: corpus.media[name] for key, name in names.items()}
+    worst = largest_difference_from_in_process(latents, media, settings.clips, encoder)
     assert worst <= PARITY_TOLERANCE, worst
     meta = metas[0]
     assert meta["model_id"] == encoder.model_id and meta["config_hash"] == encoder.config_hash
