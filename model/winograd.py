@@ -100,6 +100,7 @@ def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
     the video `x` as a Winograd convolution: CPU float32 inference, a (k,) 3 x 3 kernel with stride
     1 and spatial padding 1, wide enough to pay for the transforms."""
     temporal_padding = conv.padding[0] if isinstance(conv, nn.Conv3d) else 0
+    taps = conv.kernel_size[0] if isinstance(conv, nn.Conv3d) else 1
     return (
         _ENABLED.get()
         and x.device.type == "cpu"
@@ -112,8 +113,8 @@ def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
         and temporal_padding == 0
         and all(d == 1 for d in conv.dilation)
         and conv.groups == 1
-        and conv.weight.shape[2:].numel() // 9 * min(conv.in_channels, conv.out_channels) >= MIN_WORK
-        and _output_columns(conv.weight.shape[2:].numel() // 9, x) >= MIN_COLUMNS
+        and taps * min(conv.in_channels, conv.out_channels) >= MIN_WORK
+        and _output_columns(taps, x) >= MIN_COLUMNS
     )
 
 

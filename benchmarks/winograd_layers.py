@@ -1,0 +1,62 @@
+"""Winograd against oneDNN's direct convolution on the L preset's wide layers, side by side.
+
+Each layer shape (channels, frames, side) runs both ways, alternating, `--reps` times after a
+warm-up; medians of wall time, their ratio, and the max |difference| of the two outputs.
+
+    python benchmarks/winograd_layers.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.winograd import winograd_conv3d  # noqa: E402
+
+# (channels, input frames, side): 3x3x3 layers of WF-VAE-L at 17x128x128 and 33x256x256 inputs
+LAYERS = [(768, 7, 16), (896, 11, 32), (384, 19, 64), (384, 11, 128)]
+
+
+def _seconds(fn: Callable[[], torch.Tensor]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    gen = torch.Generator().manual_seed(0)
+    print(f"cpu fp32, {args.threads} threads, medians of {args.reps} runs")
+    print("| channels | frames x side | direct s | Winograd s | speed-up | max abs diff |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    with torch.inference_mode():
+        for channels, frames, side in LAYERS:
+            x = torch.randn(1, channels, frames, side, side, generator=gen)
+            weight = torch.randn(channels, channels, 3, 3, 3, generator=gen) / (27 * channels) ** 0.5
+            bias = torch.randn(channels, generator=gen)
+            direct = partial(F.conv3d, x, weight, bias, padding=(0, 1, 1))
+            winograd = partial(winograd_conv3d, x, weight, bias)
+            diff = (direct() - winograd()).abs().max().item()  # also the warm-up
+            times: dict[str, list[float]] = {"direct": [], "winograd": []}
+            for _ in range(args.reps):
+                times["direct"].append(_seconds(direct))
+                times["winograd"].append(_seconds(winograd))
+            d, w = statistics.median(times["direct"]), statistics.median(times["winograd"])
+            print(f"| {channels} | {frames}x{side}x{side} | {d:.2f} | {w:.2f} | {d / w:.2f}x | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
