@@ -5,9 +5,9 @@ tile and every 3x3 kernel slice are carried into a 36-point transform domain, wh
 convolution becomes 36 independent matrix products over channels; a last transform gives 4x4
 output tiles. 36 products for 16 outputs instead of 144: on the 2-core AVX2 CPU this project runs
 on, oneDNN's direct 3x3x3 convolution runs at 65-77 GFLOP/s (about the machine's GEMM rate), so
-cutting the arithmetic is the only way to go faster, and it does: 1.7-2.1x on the L preset's
-384-896-channel layers (2 threads), 1.5-1.6x for the whole model (`benchmarks/README.md`, Model
-speed). Below about 192 channels the transforms, which only move memory, cost more than they
+cutting the arithmetic is the only way to go faster, and it does: 1.4-2.2x on the L preset's
+384-896-channel layers (2 threads, `benchmarks/winograd_layers.py`), 1.5-1.6x for the whole
+model (`benchmarks/README.md`, Model speed). Below about 192 channels the transforms, which only move memory, cost more than they
 save, so narrow layers stay direct.
 
 The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k accumulating
