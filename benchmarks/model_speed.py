@@ -5,11 +5,14 @@ own: the process builds the model (random weights, seed 0) and the input, warms 
 clip, resets the kernel's peak-RSS mark (`/proc/self/clear_refs`), runs the full clip once to
 read the peak, then times `--reps` more runs. Times are medians; ratios compare each row with
 WF-VAE-L measured in the same run. Cases run in rounds (every model once, then again), so load
-from other processes on the machine falls on all of them alike.
+from other processes on the machine falls on all of them alike. With `--device cuda` one process
+per model times both operations, and peak memory is the CUDA allocator's tensor memory above
+the loaded model (reset per operation); times are then printed in milliseconds.
 
     python benchmarks/model_speed.py                          # 17x128x128, all models
     python benchmarks/model_speed.py --sizes 33x256x256 --reps 1
     python benchmarks/model_speed.py --official-src /tmp/wfvae-official   # adds the official code
+    python benchmarks/model_speed.py --device cuda --dtype bf16 --reps 5 --sizes 17x128x128,33x256x256
 
 Peers come from diffusers (`pip install -e '.[bench]'`), built from their default configs:
 `AutoencoderKLWan` (Wan 2.1), `AutoencoderKLCogVideoX` (CogVideoX-2b), `AutoencoderKLHunyuanVideo`.
@@ -106,34 +109,43 @@ def _rss_mb(field: str) -> float:
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
+    """{op: {"times", "peak_mb"}} for the case's ops, one model built once."""
     import torch
 
     torch.set_num_threads(case["threads"])
     device = torch.device(case["device"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[case["dtype"]]
-    vae, encode, decode = _build(case["model"], case.get("official_src"))
+    with device:  # random init on the device: seconds instead of a minute for L on a GPU host's CPU
+        vae, encode, decode = _build(case["model"], case.get("official_src"))
     vae.to(device=device, dtype=dtype)
+    return {op: _time_op(case, op, encode if op == "encode" else decode, device, dtype) for op in case["ops"]}
+
+
+def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) -> dict[str, Any]:
+    import torch
+
     t, h, w = case["size"]
     gen = torch.Generator().manual_seed(1)
-    if case["op"] == "encode":
-        fn, full = encode, torch.rand(1, 3, t, h, w, generator=gen) * 2 - 1
+    if op == "encode":
+        full = torch.rand(1, 3, t, h, w, generator=gen) * 2 - 1
         small = full[:, :, :5, :64, :64]
     else:
-        fn, full = decode, torch.randn(1, LATENT_CHANNELS, (t - 1) // 4 + 1, h // 8, w // 8, generator=gen)
+        full = torch.randn(1, LATENT_CHANNELS, (t - 1) // 4 + 1, h // 8, w // 8, generator=gen)
         small = full[:, :, :2, :8, :8]
     full, small = full.to(device, dtype), small.to(device, dtype)
+    cuda = device.type == "cuda"
 
     def sync() -> None:
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
 
     with torch.inference_mode():
         fn(small)  # warm-up: kernels, allocator, lazy imports
         sync()
-        if device.type == "cuda":
+        if cuda:  # tensor memory, so one process can measure several ops
             torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
+            base = torch.cuda.memory_allocated() / 2**20
+        else:  # resident memory: needs a fresh process per op
             Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
             base = _rss_mb("VmRSS")
         times = []
@@ -143,36 +155,52 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
             sync()
             times.append(time.perf_counter() - start)
             if len(times) == 1:
-                peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else _rss_mb("VmHWM") - base
+                peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")) - base
             del out
-    # With reps, the first full run is the peak-memory run (it pays first-touch page faults).
+    # With reps, the first full run is the peak-memory run (it pays first-touch page faults, or
+    # on a GPU the allocator's first cudaMalloc calls), so it is left out of the times.
     timed = times[1:] or times
     return {"times": timed, "peak_mb": peak}
 
 
-def check_official(official_src: str, size: tuple[int, int, int], threads: int) -> str:
-    """Max |official - ours| of moments' mean and of the decoded clip, identical weights."""
+def check_official(official_src: str, size: tuple[int, int, int], threads: int, device: str) -> str:
+    """Max |official - ours| of moments' mean and of the decoded clip, identical weights, fp32."""
     import torch
 
     torch.set_num_threads(threads)
-    ours, enc, dec = _build("wfvae-L", None)
-    official, off_enc, off_dec = _official(ours, official_src)
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions alone differ by ~1e-3
+    with torch.device(device):
+        ours, enc, dec = _build("wfvae-L", None)
+        official, off_enc, off_dec = _official(ours, official_src)
     t, h, w = size
-    x = torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = (torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
     with torch.inference_mode():
         mean, mean_official = enc(x), off_enc(x)
         video, video_official = dec(mean), off_dec(mean)
-    return (f"official vs ours, {t}x{h}x{w}: mean max|diff| {(mean - mean_official).abs().max().item():.2e}, "
+    return (f"official vs ours, {t}x{h}x{w} on {device}: mean max|diff| {(mean - mean_official).abs().max().item():.2e}, "
             f"decoded max|diff| {(video - video_official).abs().max().item():.2e}")
 
 
 # -- the driver ----------------------------------------------------------------------------------
-def _spawn(case: dict[str, Any]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
-                          capture_output=True, text=True, cwd=REPO_ROOT)
+def _spawn(case: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within {timeout:.0f} s"}
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _device_name(device: str) -> str:
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    # The cases run with PyTorch's defaults: TF32 for float32 convolutions, cuDNN's heuristics.
+    tf32 = "TF32 convolutions" if torch.backends.cudnn.allow_tf32 else "no TF32"
+    return f"{device} ({torch.cuda.get_device_name(device)}, torch {torch.__version__}, {tf32})"
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -180,9 +208,10 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], models: list[str],
-                sizes: list[str], header: str) -> None:
+                sizes: list[str], header: str, unit: str) -> None:
+    scale, spec = (1000, ".1f") if unit == "ms" else (1, ".2f")
     print(f"\n{header}")
-    print("| clip | model | encode s | encode peak MB | decode s | decode peak MB "
+    print(f"| clip | model | encode {unit} | encode peak MB | decode {unit} | decode peak MB "
           "| WF-VAE-L encode speed-up | decode speed-up | encode mem ratio | decode mem ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     def stats(size: str, model: str, op: str) -> tuple[float | None, float | None]:
@@ -197,7 +226,8 @@ def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], model
         for model in models:
             cells = []
             for op in ("encode", "decode"):
-                cells += [_fmt(stats(size, model, op)[0], ".2f"), _fmt(stats(size, model, op)[1], ".0f")]
+                seconds, peak = stats(size, model, op)
+                cells += [_fmt(None if seconds is None else seconds * scale, spec), _fmt(peak, ".0f")]
             ratios = []
             for op, index in (("encode", 0), ("decode", 0), ("encode", 1), ("decode", 1)):
                 mine, theirs = ref[op][index], stats(size, model, op)[index]
@@ -221,6 +251,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--case-timeout", type=float, help="seconds before a case's process is given up")
     parser.add_argument("--json", help="also write every raw result here")
     args = parser.parse_args()
     if args.case:
@@ -231,26 +262,36 @@ def main() -> None:
     if args.official_src and OFFICIAL not in models:
         models.insert(1, OFFICIAL)
     sizes = args.sizes.split(",")
+    device_label = _device_name(args.device)
     if args.check and args.official_src:
         t, h, w = (int(v) for v in sizes[0].split("x"))
-        print(check_official(args.official_src, (min(t, 9), min(h, 64), min(w, 64)), args.threads), flush=True)
+        print(check_official(args.official_src, (min(t, 9), min(h, 64), min(w, 64)), args.threads, args.device),
+              flush=True)
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    ops = args.ops.split(",")
+    # CPU peak memory is the process's resident peak, so each op needs its own process; on a GPU
+    # the allocator's peak is reset per op and one process per model is enough.
+    op_groups = [ops] if args.device.startswith("cuda") else [[op] for op in ops]
     for size in sizes:
         for round_ in range(args.rounds):
             order = models if round_ % 2 == 0 else models[::-1]
-            for op in args.ops.split(","):
+            for group in op_groups:
                 for model in order:
-                    case = {"model": model, "op": op, "size": [int(v) for v in size.split("x")],
+                    case = {"model": model, "ops": group, "size": [int(v) for v in size.split("x")],
                             "reps": args.reps, "threads": args.threads, "device": args.device,
                             "dtype": args.dtype, "official_src": args.official_src}
-                    result = _spawn(case)
-                    results.setdefault((size, model, op), []).append(result)
-                    print(f"{size} {model} {op}: {result}", file=sys.stderr, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+                    outcome = _spawn(case, args.case_timeout)
+                    for op in group:
+                        result = outcome.get(op, outcome)  # an error covers the whole group
+                        results.setdefault((size, model, op), []).append(result)
+                        print(f"{size} {model} {op}: {result}", file=sys.stderr, flush=True)
+                    if args.json:  # after every case, so a run cut short keeps what it measured
+                        Path(args.json).write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
     print_table(results, models, sizes,
-                f"{args.device} {args.dtype}, {args.threads} threads, medians of {args.reps} runs x {args.rounds} "
-                f"process(es) after a warm-up; peak memory over the process's baseline")
+                f"{device_label} {args.dtype}, {args.threads} threads, medians of {args.reps} runs x "
+                f"{args.rounds} process(es) after a warm-up; peak memory over the baseline "
+                f"({'tensor memory' if args.device.startswith('cuda') else 'resident set'})",
+                "ms" if args.device.startswith("cuda") else "s")
 
 
 if __name__ == "__main__":
