@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import winograd
-from .causal import CausalContext, causal_window
+from .causal import CausalContext, causal_window, convolution_layout
 
 __all__ = [
     "CausalConv3d",
@@ -187,8 +187,8 @@ class FrameAttention(nn.Module):
         q, k, v = F.linear(tokens, weight, bias).split(c, dim=-1)  # (B*T, H*W, C) each
         out = F.scaled_dot_product_attention(q, k, v)
         out = F.linear(out, self.proj_out.conv.weight.flatten(1), self.proj_out.conv.bias)
-        out = out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
-        return x + out.contiguous()
+        out = out.reshape(b, t, h, w, c).permute(0, 4, 1, 2, 3)  # (B, C, T, H, W), a channels-last view
+        return x + out.contiguous(memory_format=convolution_layout(x))
 
 
 class FrameDownsample(nn.Module):
