@@ -288,7 +288,7 @@ def main() -> None:
                     if args.json:  # after every case, so a run cut short keeps what it measured
                         Path(args.json).write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
     print_table(results, models, sizes,
-                f"{device_label} {args.dtype}, {args.threads} threads, medians of {args.reps} runs x "
+                f"{device_label} {args.dtype}, {args.threads} threads, medians of {max(args.reps, 1)} run(s) x "
                 f"{args.rounds} process(es) after a warm-up; peak memory over the baseline "
                 f"({'tensor memory' if args.device.startswith('cuda') else 'resident set'})",
                 "ms" if args.device.startswith("cuda") else "s")
