@@ -124,12 +124,20 @@ def _output_columns(taps: int, x: Tensor) -> int:
     return (t - taps + 1) * -(-h // TILE) * -(-w // TILE)
 
 
-def transform_kernel(weight: Tensor) -> Tensor:
+def transform_kernel(weight: Tensor, buffers: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(C_out, C_in, k, 3, 3) -> (36, C_out, k, C_in): G w G^T for every kernel slice, as one
-    matrix product with the 36 x 9 operator G (x) G; points ordered [column][row] like the input's."""
+    matrix product with the 36 x 9 operator G (x) G; points ordered [column][row] like the input's.
+
+    `buffers`: flat (scratch, out) tensors of at least 9x and 36x C_out*k*C_in elements to reuse.
+    """
     c_out, c_in, k = weight.shape[:3]
-    slices = weight.transpose(1, 2).contiguous().view(-1, 9)  # (C_out*k*C_in, 9): 3x3 slices
-    return (_KERNEL_9_TO_36.to(weight.dtype) @ slices.T).view(36, c_out, k, c_in)
+    n = c_out * k * c_in
+    scratch, out = buffers if buffers is not None else (weight.new_empty(9 * n), weight.new_empty(36 * n))
+    slices = scratch[: 9 * n].view(c_out, k, c_in, 3, 3)
+    slices.copy_(weight.transpose(1, 2))  # (C_out, k, C_in, 3, 3): one 3x3 slice per row
+    points = out[: 36 * n].view(36, n)
+    torch.mm(_KERNEL_9_TO_36.to(weight.dtype), slices.view(n, 9).T, out=points)
+    return points.view(36, c_out, k, c_in)
 
 
 def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
@@ -161,14 +169,21 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     if len(blocks) > 1 and kernel_bytes <= 2 * KERNEL_BLOCK_BYTES:
         whole_kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
     channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
+    # Every slice reuses the same two buffers: fresh ones paid their page faults again each time
+    # (more than half of the transform's time on 768 channels).
+    slice_elements = min(channels, c_out) * k * c_in
+    buffers = None if whole_kernel is not None else (weight.new_empty(9 * slice_elements),
+                                                     weight.new_empty(36 * slice_elements))
     for t0, t1, r0, r1 in blocks:
         points = _input_points(frames[:, :, t0 : t1 + k - 1], r0, r1, tiles_w)  # (36, B, C_in, t, n)
         for first in range(0, c_out, channels):
             last = min(c_out, first + channels)
-            kernel = whole_kernel if whole_kernel is not None else transform_kernel(weight[first:last])
+            kernel = whole_kernel if whole_kernel is not None else transform_kernel(weight[first:last], buffers)
             products = _products(points, kernel, t1 - t0)  # (36, B, c, t1 - t0, n)
             if last == c_out:
                 del points, kernel  # before the output transform's buffers: a lower peak
+                if (t1, r1) == (t_out, tiles_h):  # the last block: the kernel buffers too
+                    buffers = whole_kernel = None
             _output_tiles(products, out[:, first:last, t0:t1, r0:r1])
             del products
     result = out.view(b, c_out, t_out, tiles_h * TILE, tiles_w * TILE)

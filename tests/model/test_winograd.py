@@ -50,6 +50,22 @@ def test_equals_direct_convolution_for_any_shape_and_block_plan(
     assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
 
 
+@pytest.mark.parametrize("workspace_bytes", [1, 1 << 26])  # several blocks, or one
+def test_kernel_slices_sharing_one_buffer_match_direct(monkeypatch, workspace_bytes: int) -> None:
+    # Kernels too large to transform at once go in slices of output channels, all through one
+    # buffer; 2 channels a slice makes slices of 2, 2 and a shorter last one of 1.
+    c_in, c_out, taps = 4, 5, 3
+    monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4 * 36 * taps * c_in * 2)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, c_in, 6, 11, 9, generator=gen)
+    weight = torch.randn(c_out, c_in, taps, 3, 3, generator=gen) / (c_in * taps * 9) ** 0.5
+    bias = torch.randn(c_out, generator=gen)
+    expected = _direct_float64(x, weight, bias)
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
+    assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
+
+
 def test_strided_input_and_wide_layer_match_direct() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 9, 256, 20, 20, generator=gen).transpose(1, 2)  # (1, 256, 9, 20, 20), channels-last memory
