@@ -18,8 +18,20 @@ from .validation import check_frame_count, check_latent, check_video_chunk
 if TYPE_CHECKING:
     from .wfvae import WFVAE
 
-__all__ = ["DecodeStream", "EncodeStream"]
+__all__ = ["DecodeStream", "EncodeStream", "frame_chunks"]
 
+
+
+def frame_chunks(frames: int, chunk_frames: int) -> list[slice]:
+    """The time slices in which a clip of `frames` frames is encoded `chunk_frames` at a time.
+
+    The first chunk takes one frame more: the first latent frame covers one video frame and every
+    later one four, so with `chunk_frames` a multiple of 4 every chunk ends on a latent boundary
+    and no chunk leaves half-computed frames for the next (a 17-frame clip in 16-frame chunks is
+    one chunk, not 16 frames and a 1-frame chunk that redoes a latent's deep layers on its own).
+    """
+    bounds = [0, *range(1 + chunk_frames, frames, chunk_frames), frames]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False) if stop > start]
 
 class _Stream:
     def __init__(self, vae: WFVAE) -> None:

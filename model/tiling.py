@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .config import SPATIAL_COMPRESSION
 from .errors import InputShapeError
-from .streaming import DecodeStream, EncodeStream
+from .streaming import DecodeStream, EncodeStream, frame_chunks
 from .validation import check_latent, check_video_chunk
 
 if TYPE_CHECKING:
@@ -158,8 +158,8 @@ def encode_tiled(vae: WFVAE, x: Tensor, spec: TileSpec | None = None, chunk_fram
     """Moments (B, 2C, t, H/8, W/8) of a large video, tile by tile (and chunk by chunk)."""
     x = check_video_chunk(x)
     stream = TiledEncodeStream(vae, x.shape[3], x.shape[4], spec or TileSpec())
-    step = chunk_frames or x.shape[2]
-    pieces = [stream.push(x[:, :, i : i + step]) for i in range(0, x.shape[2], step)]
+    chunks = frame_chunks(x.shape[2], chunk_frames) if chunk_frames else [slice(0, x.shape[2])]
+    pieces = [stream.push(x[:, :, chunk]) for chunk in chunks]
     return torch.cat([*pieces, stream.flush()], dim=2)
 
 

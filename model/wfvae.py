@@ -13,7 +13,7 @@ from .decoder import Decoder
 from .distribution import DiagonalGaussian
 from .encoder import Encoder
 from .errors import InputShapeError
-from .streaming import DecodeStream, EncodeStream
+from .streaming import DecodeStream, EncodeStream, frame_chunks
 from .validation import check_latent, check_video
 
 __all__ = ["WFVAE", "ForwardOutput"]
@@ -51,7 +51,7 @@ class WFVAE(nn.Module):
             return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
         _check_chunk_size(chunk_frames, "chunk_frames")
         stream = self.encode_stream()
-        pieces = [stream.push(x[:, :, i : i + chunk_frames]) for i in range(0, x.shape[2], chunk_frames)]
+        pieces = [stream.push(x[:, :, chunk]) for chunk in frame_chunks(x.shape[2], chunk_frames)]
         pieces.append(stream.flush())
         return DiagonalGaussian(torch.cat(pieces, dim=2))
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import WFVAE, InputShapeError, StreamingUnsupportedError, WFVAEConfig
+from model.streaming import frame_chunks
 
 STREAM_TOL = 1e-5  # fp32; on CPU the plans tried so far agree bitwise
 
@@ -60,6 +61,18 @@ def test_any_decode_plan_equals_whole_clip(tiny_vae: WFVAE, data, batch: int, la
     streamed = torch.cat(pieces, dim=2)
     assert streamed.shape == whole.shape == (batch, 3, 1 + 4 * (latents - 1), 16, 24)
     assert (streamed - whole).abs().max() <= STREAM_TOL
+
+
+@pytest.mark.parametrize(
+    ("frames", "chunk", "plan"),
+    [(17, 16, [17]), (33, 16, [17, 16]), (41, 16, [17, 16, 8]), (9, 4, [5, 4]), (1, 4, [1]), (10, 3, [4, 3, 3])],
+)
+def test_chunks_end_on_latent_boundaries(frames: int, chunk: int, plan: list[int]) -> None:
+    # The first latent frame covers one video frame, the others four: the first chunk is one longer.
+    chunks = frame_chunks(frames, chunk)
+    assert [c.stop - c.start for c in chunks] == plan
+    assert chunks[0].start == 0 and chunks[-1].stop == frames
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:], strict=False))
 
 
 def test_convenience_chunking_matches(tiny_vae: WFVAE) -> None:
