@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["DecodeStream", "EncodeStream", "frame_chunks"]
 
 
-
 def frame_chunks(frames: int, chunk_frames: int) -> list[slice]:
     """The time slices in which a clip of `frames` frames is encoded `chunk_frames` at a time.
 
@@ -32,6 +31,7 @@ def frame_chunks(frames: int, chunk_frames: int) -> list[slice]:
     """
     bounds = [0, *range(1 + chunk_frames, frames, chunk_frames), frames]
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False) if stop > start]
+
 
 class _Stream:
     def __init__(self, vae: WFVAE) -> None:
