@@ -8,7 +8,7 @@ from torch import Tensor
 from .config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from .errors import InputShapeError
 
-__all__ = ["check_latent", "check_video", "check_video_chunk"]
+__all__ = ["check_chunk_size", "check_latent", "check_video", "check_video_chunk"]
 
 RGB = 3
 
@@ -67,3 +67,9 @@ def check_latent(z: object, latent_dim: int, *, allow_empty_time: bool = False) 
     if b == 0 or h == 0 or w == 0 or (t == 0 and not allow_empty_time):
         raise InputShapeError(f"latent is empty: shape {tuple(z.shape)}")
     return z
+
+
+def check_chunk_size(size: object, name: str) -> None:
+    """A chunk of frames or latents: a positive int (not a bool)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise InputShapeError(f"{name} must be a positive integer, got {size!r}")

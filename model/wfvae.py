@@ -12,9 +12,8 @@ from .config import WFVAEConfig
 from .decoder import Decoder
 from .distribution import DiagonalGaussian
 from .encoder import Encoder
-from .errors import InputShapeError
 from .streaming import DecodeStream, EncodeStream, frame_chunks
-from .validation import check_latent, check_video
+from .validation import check_chunk_size, check_latent, check_video
 
 __all__ = ["WFVAE", "ForwardOutput"]
 
@@ -49,7 +48,7 @@ class WFVAE(nn.Module):
         x = self.to_model_dtype(check_video(x))
         if chunk_frames is None:
             return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
-        _check_chunk_size(chunk_frames, "chunk_frames")
+        check_chunk_size(chunk_frames, "chunk_frames")
         stream = self.encode_stream()
         pieces = [stream.push(x[:, :, chunk]) for chunk in frame_chunks(x.shape[2], chunk_frames)]
         pieces.append(stream.flush())
@@ -60,7 +59,7 @@ class WFVAE(nn.Module):
         z = self.to_model_dtype(check_latent(z, self.config.latent_dim))
         if chunk_latents is None:
             return self.decoder(z, WHOLE_CLIP).video
-        _check_chunk_size(chunk_latents, "chunk_latents")
+        check_chunk_size(chunk_latents, "chunk_latents")
         stream = self.decode_stream()
         pieces = [stream.push(z[:, :, i : i + chunk_latents]) for i in range(0, z.shape[2], chunk_latents)]
         pieces.append(stream.flush())
@@ -106,9 +105,3 @@ class WFVAE(nn.Module):
             "encoder": sum(p.numel() for p in self.encoder.parameters()) + sum(m.filters.numel() for m in haar_banks),
             "decoder": sum(p.numel() for p in self.decoder.parameters()),
         }
-
-
-def _check_chunk_size(size: int, name: str) -> None:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise InputShapeError(f"{name} must be a positive integer, got {size!r}")
-

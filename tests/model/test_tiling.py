@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from model import WFVAE
+from model import WFVAE, InputShapeError
 from model.tiling import TileSpec, _Blender, _grid, decode_tiled, encode_tiled
 
 
@@ -31,6 +31,15 @@ def test_tiles_stream_exactly_in_time(tiny_vae: WFVAE) -> None:
         video = decode_tiled(tiny_vae, z, spec)
         assert video.shape == (1, 3, 9, 48, 64)
         assert (decode_tiled(tiny_vae, z, spec, chunk_latents=1) - video).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("size", [0, -4, 2.5])
+def test_tiled_chunk_sizes_must_be_positive_integers(tiny_vae: WFVAE, size) -> None:
+    spec = TileSpec(tile=32, overlap=8)
+    with pytest.raises(InputShapeError, match="chunk_frames must be a positive integer"):
+        encode_tiled(tiny_vae, torch.zeros(1, 3, 5, 48, 64), spec, chunk_frames=size)
+    with pytest.raises(InputShapeError, match="chunk_latents must be a positive integer"):
+        decode_tiled(tiny_vae, torch.zeros(1, 8, 2, 6, 8), spec, chunk_latents=size)
 
 
 def test_grid_covers_frame_and_blend_is_a_partition_of_unity() -> None:
