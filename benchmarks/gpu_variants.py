@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from model_speed import LATENT_CHANNELS, _build, _official  # noqa: E402
+from model_speed import LATENT_CHANNELS, build_model, build_official, clip_sizes  # noqa: E402
 
 VARIANTS = {  # name: (cudnn.benchmark, channels-last 3D)
     "default": (False, False),
@@ -102,7 +102,7 @@ def profile_decode(size: tuple[int, int, int], top: int) -> None:
 
     torch.manual_seed(0)
     with torch.device("cuda"):
-        vae, _, decode = _build("wfvae-L", None)
+        vae, _, decode = build_model("wfvae-L", None)
     vae.to(dtype=torch.bfloat16)
     t, h, w = size
     z = torch.randn(1, LATENT_CHANNELS, (t - 1) // 4 + 1, h // 8, w // 8, device="cuda", dtype=torch.bfloat16)
@@ -119,23 +119,23 @@ def profile_decode(size: tuple[int, int, int], top: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official-src")
-    parser.add_argument("--size", default="33x256x256")
+    parser.add_argument("--size", type=clip_sizes, default="33x256x256", help="one TxHxW clip")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--device", default="cuda", help="cpu only to try the script itself")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = tuple(int(v) for v in args.size[0].split("x"))
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
-    print(f"{name}, torch {torch.__version__}, clip {args.size}, medians of {args.reps}; "
+    print(f"{name}, torch {torch.__version__}, clip {args.size[0]}, medians of {args.reps}; "
           "rel. error against the same implementation's default variant")
     print("| implementation | dtype | variant | encode ms | encode peak MB | encode rel. err "
           "| decode ms | decode peak MB | decode rel. err |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     torch.manual_seed(0)
     with torch.device(args.device):
-        ours, encode, decode = _build("wfvae-L", None)
+        ours, encode, decode = build_model("wfvae-L", None)
         if args.official_src:  # same weights, taken before any dtype change
-            official, off_encode, off_decode = _official(ours, args.official_src)
+            official, off_encode, off_decode = build_official(ours, args.official_src)
     measure("WF-VAE-L (ours)", encode, decode, ours, size, args.reps, args.device)
     del ours
     if args.official_src:

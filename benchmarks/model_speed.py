@@ -53,7 +53,7 @@ LABELS = {
 
 
 # -- one case, in its own process ---------------------------------------------------------------
-def _build(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
+def build_model(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
     """(module, encode fn, decode fn) for a model name; random weights from seed 0."""
     import torch
 
@@ -64,7 +64,7 @@ def _build(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
 
         ours = WFVAE(preset("S" if name == "wfvae-S" else "L", LATENT_CHANNELS)).eval()
         if name == OFFICIAL:
-            return _official(ours, official_src)
+            return build_official(ours, official_src)
         if name == "wfvae-L-chunked":
             return (ours, lambda x: ours.encode(x, chunk_frames=ENCODE_CHUNK_FRAMES).mean,
                     lambda z: ours.decode(z, chunk_latents=DECODE_CHUNK_LATENTS))
@@ -89,7 +89,7 @@ def _build(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
     return vae, lambda x: vae.encode(x).latent_dist.mean, lambda z: vae.decode(z).sample
 
 
-def _official(ours: Any, official_src: str | None) -> tuple[Any, Any, Any]:
+def build_official(ours: Any, official_src: str | None) -> tuple[Any, Any, Any]:
     if not official_src:
         raise SystemExit("--official-src is required for the official implementation")
     sys.path.insert(0, official_src)
@@ -116,7 +116,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(case["device"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[case["dtype"]]
     with device:  # random init on the device: seconds instead of a minute for L on a GPU host's CPU
-        vae, encode, decode = _build(case["model"], case.get("official_src"))
+        vae, encode, decode = build_model(case["model"], case.get("official_src"))
     vae.to(device=device, dtype=dtype)
     return {op: _time_op(case, op, encode if op == "encode" else decode, device, dtype) for op in case["ops"]}
 
@@ -170,8 +170,8 @@ def check_official(official_src: str, size: tuple[int, int, int], threads: int, 
     torch.set_num_threads(threads)
     torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions alone differ by ~1e-3
     with torch.device(device):
-        ours, enc, dec = _build("wfvae-L", None)
-        official, off_enc, off_dec = _official(ours, official_src)
+        ours, enc, dec = build_model("wfvae-L", None)
+        official, off_enc, off_dec = build_official(ours, official_src)
     t, h, w = size
     x = (torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(device)
     with torch.inference_mode():
@@ -191,6 +191,19 @@ def _spawn(case: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def clip_sizes(text: str) -> list[str]:
+    """argparse type: comma-separated TxHxW clips with T = 1 + 4k and H, W multiples of 8."""
+    sizes = text.split(",")
+    for size in sizes:
+        parts = size.split("x")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise argparse.ArgumentTypeError(f"{size!r} is not TxHxW (e.g. 17x128x128)")
+        t, h, w = (int(p) for p in parts)
+        if t % 4 != 1 or h % 8 or w % 8 or not h or not w:
+            raise argparse.ArgumentTypeError(f"{size}: frames must be 1 + 4k and sides multiples of 8")
+    return sizes
 
 
 def _device_name(device: str) -> str:
@@ -241,7 +254,7 @@ def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--sizes", default="17x128x128", help="comma-separated TxHxW clips")
+    parser.add_argument("--sizes", type=clip_sizes, default="17x128x128", help="comma-separated TxHxW clips")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--ops", default="encode,decode")
     parser.add_argument("--official-src", help="a checkout of PKU-YuanGroup/WF-VAE (outside this repo)")
@@ -261,7 +274,7 @@ def main() -> None:
     models = args.models.split(",")
     if args.official_src and OFFICIAL not in models:
         models.insert(1, OFFICIAL)
-    sizes = args.sizes.split(",")
+    sizes = args.sizes
     device_label = _device_name(args.device)
     if args.check and args.official_src:
         t, h, w = (int(v) for v in sizes[0].split("x"))
