@@ -8,13 +8,22 @@ entry. With `state=None` the pass is whole-clip inference: layers pad causally a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["CausalContext", "StreamState", "causal_window", "convolution_layout", "empty_frames", "join_frames"]
+__all__ = [
+    "CausalContext",
+    "FrameMaker",
+    "StreamState",
+    "causal_window",
+    "convolution_layout",
+    "empty_frames",
+    "frames_after",
+]
 
 
 @dataclass
@@ -66,36 +75,42 @@ def convolution_layout(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def join_frames(head: Tensor, x: Tensor, layout: torch.memory_format) -> Tensor:
-    """torch.cat([head, x], dim=2) written in `layout` (one copy either way)."""
-    if layout == torch.contiguous_format:
-        return torch.cat([head, x], dim=2)
+def frames_after(x: Tensor, head: int, layout: torch.memory_format | None = None) -> Tensor:
+    """A fresh (B, C, head + T, H, W) buffer with `x` copied into its last T frames; the first
+    `head` frames are left for the caller. The default layout is `convolution_layout(x)`."""
     b, c, t, h, w = x.shape
-    frames = torch.empty((b, c, head.shape[2] + t, h, w), dtype=x.dtype, device=x.device, memory_format=layout)
-    frames[:, :, : head.shape[2]] = head
-    frames[:, :, head.shape[2]:] = x
+    frames = torch.empty((b, c, head + t, h, w), dtype=x.dtype, device=x.device,
+                         memory_format=convolution_layout(x) if layout is None else layout)
+    frames[:, :, head:] = x
     return frames
 
 
-def causal_window(x: Tensor, ctx: CausalContext, key: str, kernel_t: int, stride_t: int) -> Tensor:
+# Makes the frames a causal layer reads from its input `x`: (x, head) -> (B, C, head + T, H, W)
+# with frames [head:] filled. Writing them straight into the window (after the head the cache
+# fills) means a block's normalised activation exists once, not once more as the padded copy.
+FrameMaker = Callable[[Tensor, int], Tensor]
+
+
+def causal_window(x: Tensor, ctx: CausalContext, key: str, kernel_t: int, stride_t: int,
+                  make_frames: FrameMaker = frames_after) -> Tensor:
     """The frames a temporal kernel must see now, and the tail it must remember.
 
-    The clip is padded in time by repeating its first frame `kernel_t - 1` times (the official
-    causal padding). In a stream, the frames after the last complete window (at least
+    The kernel reads `make_frames(x)` (by default `x` itself; a block passes its norm and SiLU).
+    The clip is padded in time by repeating that input's first frame `kernel_t - 1` times (the
+    official causal padding). In a stream, the frames after the last complete window (at least
     `kernel_t - stride_t` of them) are kept under `key` and put in front of the next chunk, so
     every chunk plan sees exactly the whole clip's windows. Returns a tensor whose length gives
     `(len - kernel_t) // stride_t + 1` outputs; zero frames long when no output is determined yet.
     """
-    tail: Tensor | None = ctx.get(key)  # (B, C, t, H, W)
-    if tail is None:
-        if x.shape[2] == 0:
+    tail: Tensor | None = ctx.get(key)  # (B, C, t, H, W), frames already made
+    if x.shape[2] == 0:
+        if tail is None:
             return x
-        pad = x[:, :, :1].expand(-1, -1, kernel_t - 1, -1, -1)
-        frames = join_frames(pad, x, convolution_layout(x))
-    elif x.shape[2] == 0:
         frames = tail
     else:
-        frames = join_frames(tail, x, convolution_layout(x))
+        head = kernel_t - 1 if tail is None else tail.shape[2]
+        frames = make_frames(x, head)  # (B, C, head + T, H, W), the head still to fill
+        frames[:, :, :head] = frames[:, :, head : head + 1] if tail is None else tail
     outputs = (frames.shape[2] - kernel_t) // stride_t + 1 if frames.shape[2] >= kernel_t else 0
     if ctx.streaming:
         # Clone so the tail does not keep the whole chunk's buffer alive.

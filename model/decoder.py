@@ -116,7 +116,8 @@ class Decoder(nn.Module):
             hidden = layer(hidden, ctx) if isinstance(layer, ResnetBlock3D) else layer(hidden)
         for layer in self.layer:
             hidden = layer(hidden, ctx)
-        hidden = self.conv_out(self.norm_out(hidden, act=True))  # (B, 24, n, 4h, 4w)
+        hidden = self.norm_out(hidden, act=True)  # the block output is freed here, not after conv_out
+        hidden = self.conv_out(hidden)  # (B, 24, n, 4h, 4w)
         hidden = torch.cat([hidden[:, LOW_BAND] + l1, hidden[:, RGB:]], dim=1)
         video = self.inverse_wavelet_transform_out(hidden, ctx)  # (B, 3, ~2n, 8h, 8w)
         return DecoderOutput(video, l1_coeffs, l2_coeffs)

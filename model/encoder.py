@@ -88,7 +88,7 @@ class Encoder(nn.Module):
         hidden = torch.cat([hidden, self.connect_l2(l2_coeffs)], dim=1)
         for layer in self.mid:
             hidden = layer(hidden, ctx)
-        moments = self.conv_out(self.norm_out(hidden, act=True), ctx)
+        moments = self.conv_out.convolve(self.conv_out.window(hidden, ctx, self.norm_out.activated_frames))
         return EncoderOutput(moments, l1_coeffs, l2_coeffs)
 
     def _empty(self, x: Tensor, h: int, w: int) -> EncoderOutput:

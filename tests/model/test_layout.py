@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 
 from model import WFVAE
-from model.causal import convolution_layout, join_frames
+from model.causal import WHOLE_CLIP, causal_window, convolution_layout, frames_after
 
 
-def test_join_frames_in_channels_last_equals_cat() -> None:
+def test_causal_window_in_channels_last_equals_cat() -> None:
     x = torch.randn(2, 5, 4, 6, 7).contiguous(memory_format=torch.channels_last_3d)
-    head = x[:, :, :1].expand(-1, -1, 2, -1, -1)
-    joined = join_frames(head, x, torch.channels_last_3d)
-    assert joined.is_contiguous(memory_format=torch.channels_last_3d)
-    assert torch.equal(joined, torch.cat([head, x], dim=2))
-    assert join_frames(head, x, torch.contiguous_format).is_contiguous()
+
+    def channels_last(x: torch.Tensor, head: int) -> torch.Tensor:
+        return frames_after(x, head, torch.channels_last_3d)
+
+    window = causal_window(x, WHOLE_CLIP, "conv", kernel_t=3, stride_t=1, make_frames=channels_last)
+    assert window.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(window, torch.cat([x[:, :, :1], x[:, :, :1], x], dim=2))
+    assert frames_after(x, 2, torch.contiguous_format).is_contiguous()
 
 
 def test_cpu_convolutions_read_channels_first() -> None:
