@@ -3,7 +3,8 @@
 Every (model, operation, clip size) case runs in a fresh subprocess, so its peak memory is its
 own: the process builds the model (random weights, seed 0) and the input, warms up on a small
 clip, resets the kernel's peak-RSS mark (`/proc/self/clear_refs`), runs the full clip once to
-read the peak, then times `--reps` more runs. Times are medians; ratios compare each row with
+read the peak (resident set, and on a CPU also the tensor allocator's peak through
+torch.profiler), then times `--reps` more runs. Times are medians; ratios compare each row with
 WF-VAE-L measured in the same run. Cases run in rounds (every model once, then again), so load
 from other processes on the machine falls on all of them alike. With `--device cuda` one process
 per model times both operations, and peak memory is the CUDA allocator's tensor memory above
@@ -149,18 +150,44 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
             Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
             base = _rss_mb("VmRSS")
         times = []
+        tensor_peak = None
         for _ in range(1 + case["reps"]):
             start = time.perf_counter()
-            out = fn(full)
+            if times or cuda:
+                out = fn(full)
+            else:
+                out, tensor_peak = _with_tensor_peak_mb(fn, full)
             sync()
             times.append(time.perf_counter() - start)
             if len(times) == 1:
                 peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")) - base
             del out
     # With reps, the first full run is the peak-memory run (it pays first-touch page faults, or
-    # on a GPU the allocator's first cudaMalloc calls), so it is left out of the times.
+    # on a GPU the allocator's first cudaMalloc calls; on a CPU the profiler), so it is left out
+    # of the times.
     timed = times[1:] or times
-    return {"times": timed, "peak_mb": peak}
+    result = {"times": timed, "peak_mb": peak}
+    if tensor_peak is not None:
+        result["tensor_peak_mb"] = tensor_peak
+    return result
+
+
+def _with_tensor_peak_mb(fn: Any, x: Any) -> tuple[Any, float]:
+    """fn(x), and the peak of CPU tensor memory allocated and not yet freed during it.
+
+    The allocator's own count (torch.profiler's memory events), free of what makes peak RSS
+    move by up to 60% between identical processes here: when glibc hands freed memory back,
+    and how its per-thread arenas fragment.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn(x)
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return out, peak / 2**20
 
 
 def check_official(official_src: str, size: tuple[int, int, int], threads: int, device: str) -> str:
@@ -224,30 +251,39 @@ def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], model
                 sizes: list[str], header: str, unit: str) -> None:
     scale, spec = (1000, ".1f") if unit == "ms" else (1, ".2f")
     print(f"\n{header}")
+    # On a CPU each memory cell is "resident set / tensors": tensors are the allocator's peak,
+    # the steadier of the two (see _with_tensor_peak_mb).
     print(f"| clip | model | encode {unit} | encode peak MB | decode {unit} | decode peak MB "
           "| WF-VAE-L encode speed-up | decode speed-up | encode mem ratio | decode mem ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    def stats(size: str, model: str, op: str) -> tuple[float | None, float | None]:
+
+    def stats(size: str, model: str, op: str) -> tuple[float | None, list[float | None]]:
+        """Median time and median peaks (resident or CUDA, then CPU tensors) of a case."""
         runs = [r for r in results.get((size, model, op), []) if "times" in r]
         if not runs:
-            return None, None
+            return None, [None, None]
         times = [t for r in runs for t in r["times"]]
-        return statistics.median(times), statistics.median(r["peak_mb"] for r in runs)
+        tensors = [r["tensor_peak_mb"] for r in runs if "tensor_peak_mb" in r]
+        return statistics.median(times), [statistics.median(r["peak_mb"] for r in runs),
+                                          statistics.median(tensors) if tensors else None]
+
+    def memory(values: list[float | None], spec: str) -> str:
+        return " / ".join(_fmt(v, spec) for v in values if v is not None) or "-"
 
     for size in sizes:
         ref = {op: stats(size, REFERENCE, op) for op in ("encode", "decode")}
         for model in models:
             cells = []
             for op in ("encode", "decode"):
-                seconds, peak = stats(size, model, op)
-                cells += [_fmt(None if seconds is None else seconds * scale, spec), _fmt(peak, ".0f")]
+                seconds, peaks = stats(size, model, op)
+                cells += [_fmt(None if seconds is None else seconds * scale, spec), memory(peaks, ".0f")]
             ratios = []
-            for op, index in (("encode", 0), ("decode", 0), ("encode", 1), ("decode", 1)):
-                mine, theirs = ref[op][index], stats(size, model, op)[index]
-                if index == 0:  # speed-up of ours: their time / our time
-                    ratios.append(_fmt(theirs / mine if mine and theirs else None, ".2f") + "x")
-                else:  # memory of ours relative to theirs
-                    ratios.append(_fmt(mine / theirs if mine and theirs else None, ".2f"))
+            for op in ("encode", "decode"):  # speed-up of ours: their time / our time
+                mine, theirs = ref[op][0], stats(size, model, op)[0]
+                ratios.append(_fmt(theirs / mine if mine and theirs else None, ".2f") + "x")
+            for op in ("encode", "decode"):  # memory of ours relative to theirs
+                pairs = zip(ref[op][1], stats(size, model, op)[1], strict=True)
+                ratios.append(memory([m / t if m and t else None for m, t in pairs], ".2f"))
             print(f"| {size} | {LABELS[model]} | " + " | ".join(cells + ratios) + " |")
 
 
@@ -303,7 +339,7 @@ def main() -> None:
     print_table(results, models, sizes,
                 f"{device_label} {args.dtype}, {args.threads} threads, medians of {max(args.reps, 1)} run(s) x "
                 f"{args.rounds} process(es) after a warm-up; peak memory over the baseline "
-                f"({'tensor memory' if args.device.startswith('cuda') else 'resident set'})",
+                f"({'tensor memory' if args.device.startswith('cuda') else 'resident set / CPU tensors'})",
                 "ms" if args.device.startswith("cuda") else "s")
 
 
