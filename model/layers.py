@@ -121,13 +121,15 @@ class ChannelNorm(nn.Module):
         `causal.FrameMaker`): the normalised activation is made once, where the convolution
         reads it.
 
-        On CPUs in inference, LayerNorm is computed channels-first straight into the window:
+        On CPUs in float32 inference, LayerNorm is computed channels-first straight into the window:
         `F.layer_norm` wants channels last, which costs a transposed input copy, its own output
         and a transposed copy into the window. This way ran 1.2-2.2x faster at 256-512 channels
         (as fast at 128; 2-thread micro-benchmark), holds one full-size tensor instead of three,
         and writes channels-first, on which oneDNN's 3x3x3 convolution ran 1.25-1.45x faster.
         """
-        if self.norm_type != "layernorm" or x.is_cuda or _tracks_grad(x, self.norm.weight):
+        # bf16 keeps F.layer_norm: it rounds once, where these steps would round four times.
+        if (self.norm_type != "layernorm" or x.is_cuda or x.dtype != torch.float32
+                or _tracks_grad(x, self.norm.weight)):
             return frames_after(self(x, act=True), head)
         b, c, t, h, w = x.shape
         frames = x.new_empty((b, c, head + t, h, w))
