@@ -13,9 +13,10 @@ save, so narrow layers stay direct.
 The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k accumulating
 matrix products over shifted frames), so one set of transforms serves all k taps. The input is
 transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
-buffers near `WORKSPACE_BYTES`, so long clips do not raise peak memory. Results match direct
-convolution to float32 rounding (the interpolation points 0, +-1, +-2 keep the transforms'
-constants small; max abs error within a few times oneDNN's own).
+buffers near `WORKSPACE_BYTES` (`KEPT_KERNEL_WORKSPACE_BYTES` beside a whole transformed kernel),
+so long clips do not raise peak memory. Results match direct convolution to float32 rounding
+(the interpolation points 0, +-1, +-2 keep the transforms' constants small; max abs error
+within a few times oneDNN's own).
 
 Only inference on CPU in float32 takes this path (`applies`): under autograd, on GPUs (cuDNN picks
 its own algorithms) and in other dtypes the direct convolution runs.
@@ -30,7 +31,15 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MIN_COLUMNS", "MIN_WORK", "WORKSPACE_BYTES", "applies", "direct_convolution", "winograd_conv3d"]
+__all__ = [
+    "KEPT_KERNEL_WORKSPACE_BYTES",
+    "MIN_COLUMNS",
+    "MIN_WORK",
+    "WORKSPACE_BYTES",
+    "applies",
+    "direct_convolution",
+    "winograd_conv3d",
+]
 
 TILE = 4  # output tile side
 WINDOW = TILE + 2  # input tile side for a 3-tap kernel
@@ -44,6 +53,10 @@ MIN_COLUMNS = 64
 # again for every block, and thin kernel slices re-read the transformed input once per slice
 # (8 MB slices and input-sized blocks: 2.4x slower on 768 channels at 16x16, 1.7x at 896).
 WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 MB ran fastest)
+# Beside a whole transformed kernel (up to 64 MB, made once per call), 16 MB blocks lowered the
+# L model's 17x128x128 tensor peaks by 13-17% at the same speed; where kernels go in slices,
+# re-made for every block, 16 MB blocks ran the decoder 11% slower, so those keep 32 MB.
+KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
@@ -141,10 +154,11 @@ def transform_kernel(weight: Tensor, buffers: tuple[Tensor, Tensor] | None = Non
 
 
 def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
-                    workspace_bytes: int = WORKSPACE_BYTES) -> Tensor:
+                    workspace_bytes: int | None = None) -> Tensor:
     """`F.conv3d(frames, weight, bias, padding=(0, 1, 1))` for a (k, 3, 3) kernel, stride 1.
 
     frames: (B, C_in, T, H, W), any strides; returns (B, C_out, T - k + 1, H, W), contiguous.
+    `workspace_bytes` bounds a block of the transformed input (default: see the constants).
     """
     b, c_in, t, h, w = frames.shape
     c_out, _, k = weight.shape[:3]
@@ -156,6 +170,10 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     # Blocks of the transformed input: bands of tile rows over all frames (tiles do not overlap in
     # the transform domain, so bands cost nothing extra); only a clip too long for one tile row
     # is also cut in time, which transforms k - 1 frames twice at each cut.
+    kernel_bytes = 4 * 36 * k * c_in * c_out
+    keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
+    if workspace_bytes is None:
+        workspace_bytes = KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES
     row_bytes = 4 * 36 * b * c_in * tiles_w  # one tile row of one frame
     frames_per_block = min(t_out, max(1, workspace_bytes // row_bytes - (k - 1)))
     rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
@@ -165,8 +183,7 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     # 64 MB: 384 channels, 3 taps), else a slice of output channels at a time, per block (bounded
     # memory, and buffers small enough for the allocator to reuse).
     whole_kernel = None
-    kernel_bytes = 4 * 36 * k * c_in * c_out
-    if len(blocks) > 1 and kernel_bytes <= 2 * KERNEL_BLOCK_BYTES:
+    if len(blocks) > 1 and keeps_kernel:
         whole_kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
     channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
     # Every slice reuses the same two buffers: fresh ones paid their page faults again each time

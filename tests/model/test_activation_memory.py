@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from model import winograd
 from model.causal import WHOLE_CLIP
 from model.layers import ChannelNorm, ResnetBlock3D
 
@@ -58,3 +59,22 @@ def test_block_holds_one_window_and_one_output_at_a_time() -> None:
     # One window (11 frames of 9) and one output: 2.2 activations. Keeping the norm's output
     # beside its padded copy, or conv1's output through conv2, would take 3.2-4.2.
     assert peak <= 2.5 * activation, f"peak {peak / activation:.2f} activations"
+
+
+def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
+    # 192 channels: the transformed kernel (16 MB) is kept whole, so the input goes in blocks of
+    # KEPT_KERNEL_WORKSPACE_BYTES; 32 MB blocks here would hold about 2 x 32 MB of transforms.
+    c, frames, side = 192, 5, 64
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, c, frames, side, side, generator=gen)
+    weight = torch.randn(c, c, 3, 3, 3, generator=gen) / (c * 27) ** 0.5
+    with torch.inference_mode():
+        peak = _peak_live_bytes(lambda: winograd.winograd_conv3d(x, weight, None))
+        got = winograd.winograd_conv3d(x, weight, None)
+        expected = F.conv3d(x, weight, padding=(0, 1, 1))
+    assert (got - expected).abs().max() < 1e-3
+    output = got.numel() * 4
+    kernel = 4 * 36 * 3 * c * c
+    assert kernel <= 2 * winograd.KERNEL_BLOCK_BYTES
+    budget = output + kernel + 2.5 * winograd.KEPT_KERNEL_WORKSPACE_BYTES
+    assert peak <= budget, f"peak {peak / 2**20:.0f} MB, budget {budget / 2**20:.0f} MB"
