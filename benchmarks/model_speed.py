@@ -280,7 +280,7 @@ def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], model
             ratios = []
             for op in ("encode", "decode"):  # speed-up of ours: their time / our time
                 mine, theirs = ref[op][0], stats(size, model, op)[0]
-                ratios.append(_fmt(theirs / mine if mine and theirs else None, ".2f") + "x")
+                ratios.append(f"{theirs / mine:.2f}x" if mine and theirs else "-")
             for op in ("encode", "decode"):  # memory of ours relative to theirs
                 pairs = zip(ref[op][1], stats(size, model, op)[1], strict=True)
                 ratios.append(memory([m / t if m and t else None for m, t in pairs], ".2f"))
