@@ -6,31 +6,57 @@ of streams can run interleaved through one model.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from itertools import pairwise
+from typing import TYPE_CHECKING, Protocol
 
+import torch
 from torch import Tensor
 
 from .causal import CausalContext, StreamState
 from .config import SPATIAL_COMPRESSION
 from .errors import InputShapeError, StreamingUnsupportedError
-from .validation import check_frame_count, check_latent, check_video_chunk
+from .validation import check_chunk_size, check_frame_count, check_latent, check_video_chunk
 
 if TYPE_CHECKING:
     from .wfvae import WFVAE
 
-__all__ = ["DecodeStream", "EncodeStream", "frame_chunks"]
+__all__ = ["DecodeStream", "EncodeStream", "Stream", "frame_chunks", "latent_chunks", "run_stream"]
 
 
-def frame_chunks(frames: int, chunk_frames: int) -> list[slice]:
-    """The time slices in which a clip of `frames` frames is encoded `chunk_frames` at a time.
+def frame_chunks(frames: int, chunk_frames: int | None) -> list[slice]:
+    """The time slices in which a clip of `frames` frames is encoded `chunk_frames` at a time
+    (None: one slice). Raises InputShapeError unless `chunk_frames` is a positive int.
 
     The first chunk takes one frame more: the first latent frame covers one video frame and every
     later one four, so with `chunk_frames` a multiple of 4 every chunk ends on a latent boundary
     and no chunk leaves half-computed frames for the next (a 17-frame clip in 16-frame chunks is
     one chunk, not 16 frames and a 1-frame chunk that redoes a latent's deep layers on its own).
     """
+    if chunk_frames is None:
+        return [slice(0, frames)]
+    check_chunk_size(chunk_frames, "chunk_frames")
     bounds = [0, *range(1 + chunk_frames, frames, chunk_frames), frames]
-    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False) if stop > start]
+    return [slice(start, stop) for start, stop in pairwise(bounds) if stop > start]
+
+
+def latent_chunks(latents: int, chunk_latents: int | None) -> list[slice]:
+    """The time slices in which `latents` latent frames are decoded `chunk_latents` at a time
+    (None: one slice). Raises InputShapeError unless `chunk_latents` is a positive int."""
+    if chunk_latents is None:
+        return [slice(0, latents)]
+    check_chunk_size(chunk_latents, "chunk_latents")
+    return [slice(i, min(i + chunk_latents, latents)) for i in range(0, latents, chunk_latents)]
+
+
+class Stream(Protocol):
+    def push(self, chunk: Tensor) -> Tensor: ...
+    def flush(self) -> Tensor: ...
+
+
+def run_stream(stream: Stream, x: Tensor, chunks: list[slice]) -> Tensor:
+    """Everything `stream` gives for `x` pushed slice by slice along time, then flushed."""
+    pieces = [stream.push(x[:, :, chunk]) for chunk in chunks]
+    return torch.cat([*pieces, stream.flush()], dim=2)
 
 
 class _Stream:

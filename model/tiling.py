@@ -17,8 +17,8 @@ from torch import Tensor
 
 from .config import SPATIAL_COMPRESSION
 from .errors import InputShapeError
-from .streaming import DecodeStream, EncodeStream, frame_chunks
-from .validation import check_chunk_size, check_latent, check_video_chunk
+from .streaming import DecodeStream, EncodeStream, frame_chunks, latent_chunks, run_stream
+from .validation import check_latent, check_video_chunk
 
 if TYPE_CHECKING:
     from .wfvae import WFVAE
@@ -158,19 +158,11 @@ def encode_tiled(vae: WFVAE, x: Tensor, spec: TileSpec | None = None, chunk_fram
     """Moments (B, 2C, t, H/8, W/8) of a large video, tile by tile (and chunk by chunk)."""
     x = check_video_chunk(x)
     stream = TiledEncodeStream(vae, x.shape[3], x.shape[4], spec or TileSpec())
-    if chunk_frames is not None:
-        check_chunk_size(chunk_frames, "chunk_frames")
-    chunks = frame_chunks(x.shape[2], chunk_frames) if chunk_frames else [slice(0, x.shape[2])]
-    pieces = [stream.push(x[:, :, chunk]) for chunk in chunks]
-    return torch.cat([*pieces, stream.flush()], dim=2)
+    return run_stream(stream, x, frame_chunks(x.shape[2], chunk_frames))
 
 
 def decode_tiled(vae: WFVAE, z: Tensor, spec: TileSpec | None = None, chunk_latents: int | None = None) -> Tensor:
     """Video (B, 3, T, 8h, 8w) from large latents, tile by tile (and chunk by chunk)."""
     z = check_latent(z, vae.config.latent_dim)
     stream = TiledDecodeStream(vae, z.shape[3], z.shape[4], spec or TileSpec())
-    if chunk_latents is not None:
-        check_chunk_size(chunk_latents, "chunk_latents")
-    step = chunk_latents or z.shape[2]
-    pieces = [stream.push(z[:, :, i : i + step]) for i in range(0, z.shape[2], step)]
-    return torch.cat([*pieces, stream.flush()], dim=2)
+    return run_stream(stream, z, latent_chunks(z.shape[2], chunk_latents))

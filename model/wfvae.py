@@ -12,8 +12,8 @@ from .config import WFVAEConfig
 from .decoder import Decoder
 from .distribution import DiagonalGaussian
 from .encoder import Encoder
-from .streaming import DecodeStream, EncodeStream, frame_chunks
-from .validation import check_chunk_size, check_latent, check_video
+from .streaming import DecodeStream, EncodeStream, frame_chunks, latent_chunks, run_stream
+from .validation import check_latent, check_video
 
 __all__ = ["WFVAE", "ForwardOutput"]
 
@@ -48,22 +48,14 @@ class WFVAE(nn.Module):
         x = self.to_model_dtype(check_video(x))
         if chunk_frames is None:
             return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
-        check_chunk_size(chunk_frames, "chunk_frames")
-        stream = self.encode_stream()
-        pieces = [stream.push(x[:, :, chunk]) for chunk in frame_chunks(x.shape[2], chunk_frames)]
-        pieces.append(stream.flush())
-        return DiagonalGaussian(torch.cat(pieces, dim=2))
+        return DiagonalGaussian(run_stream(self.encode_stream(), x, frame_chunks(x.shape[2], chunk_frames)))
 
     def decode(self, z: Tensor, chunk_latents: int | None = None) -> Tensor:
         """z: (B, latent_dim, t, h, w) -> video (B, 3, 1 + 4(t - 1), 8h, 8w)."""
         z = self.to_model_dtype(check_latent(z, self.config.latent_dim))
         if chunk_latents is None:
             return self.decoder(z, WHOLE_CLIP).video
-        check_chunk_size(chunk_latents, "chunk_latents")
-        stream = self.decode_stream()
-        pieces = [stream.push(z[:, :, i : i + chunk_latents]) for i in range(0, z.shape[2], chunk_latents)]
-        pieces.append(stream.flush())
-        return torch.cat(pieces, dim=2)
+        return run_stream(self.decode_stream(), z, latent_chunks(z.shape[2], chunk_latents))
 
     def encode_stream(self) -> EncodeStream:
         """A new encode stream; raises `StreamingUnsupportedError` for GroupNorm configs."""

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model import WFVAE, InputShapeError, StreamingUnsupportedError, WFVAEConfig
-from model.streaming import frame_chunks
+from model.streaming import frame_chunks, latent_chunks
 
 STREAM_TOL = 1e-5  # fp32; on CPU the plans tried so far agree bitwise
 
@@ -73,6 +73,15 @@ def test_chunks_end_on_latent_boundaries(frames: int, chunk: int, plan: list[int
     assert [c.stop - c.start for c in chunks] == plan
     assert chunks[0].start == 0 and chunks[-1].stop == frames
     assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:], strict=False))
+
+
+def test_chunk_plans_cover_the_clip_and_refuse_bad_sizes() -> None:
+    assert [c.stop - c.start for c in latent_chunks(5, 2)] == [2, 2, 1]
+    assert latent_chunks(5, None) == [slice(0, 5)] and frame_chunks(17, None) == [slice(0, 17)]
+    with pytest.raises(InputShapeError, match="chunk_latents must be a positive integer"):
+        latent_chunks(5, 0)
+    with pytest.raises(InputShapeError, match="chunk_frames must be a positive integer"):
+        frame_chunks(17, True)
 
 
 def test_convenience_chunking_matches(tiny_vae: WFVAE) -> None:
