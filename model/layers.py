@@ -66,6 +66,7 @@ class CausalConv3d(nn.Module):
     def window(self, x: Tensor, ctx: CausalContext, make_frames: FrameMaker = frames_after) -> Tensor:
         """The causally padded frames this convolution reads, made from `x` by `make_frames`."""
         if self.kernel_t == 1:
+            # No padding in time: the plain input is read in place, only a made one is built.
             return x if make_frames is frames_after else make_frames(x, 0)
         return causal_window(x, ctx, self.cache_key, self.kernel_t, self.stride_t, make_frames)
 
