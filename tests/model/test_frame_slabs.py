@@ -1,0 +1,81 @@
+"""The encoder's per-frame level 1 runs in slabs of frames: the official result, less memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from model import WFVAE, WFVAEConfig, frame_slabs
+from model.frame_slabs import frames_per_slab, map_frame_slabs
+
+PARITY_TOL = 1e-4
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_encoder_in_one_frame_slabs_reproduces_official_moments(
+        tiny_vae: WFVAE, parity_cases, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = parity_cases[f"case{case}.input"]
+    monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 1)  # one frame per slab
+    with torch.inference_mode():
+        moments = tiny_vae.encode(x).moments
+    assert (moments - parity_cases[f"case{case}.moments"]).abs().max() < PARITY_TOL
+
+
+def test_slabs_of_any_size_equal_the_whole_clip(tiny_vae: WFVAE) -> None:
+    encoder = tiny_vae.encoder
+    coeffs = torch.randn(1, 24, 7, 16, 12, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        whole = encoder._level1(coeffs)
+        for frames in (1, 2, 3, 6):  # 3 leaves a last slab of one frame
+            sliced = map_frame_slabs(encoder._level1, coeffs, frames)
+            assert sliced.shape == whole.shape
+            assert (sliced - whole).abs().max() < 1e-5, frames
+
+
+def test_slab_plan_and_its_errors() -> None:
+    assert frames_per_slab(3 * 2**20, slab_bytes=32 * 2**20) == 10
+    assert frames_per_slab(50 * 2**20, slab_bytes=32 * 2**20) == 1  # one frame even when larger
+    x = torch.zeros(1, 2, 4, 3, 3)
+    with pytest.raises(ValueError, match="frames per slab must be positive"):
+        map_frame_slabs(lambda v: v, x, 0)
+    with pytest.raises(ValueError, match="must keep the frame count: 2 -> 1"):
+        map_frame_slabs(lambda v: v[:, :, :1], x, 2)
+
+
+def _peak_live_bytes(fn) -> int:
+    """Peak of CPU tensor bytes allocated and not yet freed while `fn` runs."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def test_level1_peak_is_a_slab_not_the_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    config = WFVAEConfig(base_channels=32, latent_dim=8, encoder_energy_flow_hidden_size=16,
+                         decoder_energy_flow_hidden_size=16, norm_type="layernorm")
+    vae = WFVAE(config).eval()
+    x = torch.rand(1, 3, 17, 64, 64) * 2 - 1
+    coeffs = torch.randn(1, 24, 9, 32, 32)  # what the input Haar transform gives level 1
+    activation = 32 * 9 * 32 * 32 * 4  # one level-1 tensor of the whole clip: base x t x H/2 x W/2
+    with torch.inference_mode():
+        level1_whole = _peak_live_bytes(lambda: vae.encoder._level1(coeffs))
+        level1_sliced = _peak_live_bytes(lambda: map_frame_slabs(vae.encoder._level1, coeffs, 1))
+        whole = vae.encode(x).moments
+        whole_peak = _peak_live_bytes(lambda: vae.encode(x))
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", activation // 9)  # one frame per slab
+        sliced = vae.encode(x).moments
+        sliced_peak = _peak_live_bytes(lambda: vae.encode(x))
+    # A residual block on the whole clip holds three activations at once; in one-frame slabs
+    # that is a third of one, beside the output (a quarter of one: half the side).
+    assert level1_whole >= 3 * activation, f"whole-clip level 1: {level1_whole / activation:.2f} activations"
+    assert level1_sliced <= activation, f"level 1 in slabs: {level1_sliced / activation:.2f} activations"
+    # The encoder runs level 1 in slabs: its peak falls by more than one activation (here the
+    # next peak is at level 2), and the latents stay the same.
+    assert (sliced - whole).abs().max() < 1e-5
+    assert sliced_peak <= whole_peak - activation, (
+        f"encoder peak {sliced_peak / activation:.2f} vs whole-clip level 1 {whole_peak / activation:.2f} activations")
