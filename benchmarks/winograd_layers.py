@@ -22,8 +22,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.winograd import winograd_conv3d  # noqa: E402
 
-# (channels, input frames, side): 3x3x3 layers of WF-VAE-L at 17x128x128 and 33x256x256 inputs
-LAYERS = [(768, 7, 16), (896, 11, 32), (384, 19, 64), (384, 11, 128)]
+# (channels, input frames, side, temporal taps): 3x3x3 layers of WF-VAE-L at 17x128x128 and
+# 33x256x256 inputs, then per-frame 3x3 layers (encoder level 1, decoder upsampler), and 128
+# channels, below `MIN_CHANNELS`
+LAYERS = [(768, 7, 16, 3), (896, 11, 32, 3), (384, 19, 64, 3), (384, 11, 128, 3),
+          (192, 9, 64, 1), (192, 2, 128, 1), (384, 9, 64, 1), (128, 9, 64, 1)]
 
 
 def _seconds(fn: Callable[[], torch.Tensor]) -> float:
@@ -40,12 +43,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     print(f"cpu fp32, {args.threads} threads, medians of {args.reps} runs")
-    print("| channels | frames x side | direct s | Winograd s | speed-up | max abs diff |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| channels | kernel | frames x side | direct s | Winograd s | speed-up | max abs diff |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: |")
     with torch.inference_mode():
-        for channels, frames, side in LAYERS:
+        for channels, frames, side, taps in LAYERS:
             x = torch.randn(1, channels, frames, side, side, generator=gen)
-            weight = torch.randn(channels, channels, 3, 3, 3, generator=gen) / (27 * channels) ** 0.5
+            weight = torch.randn(channels, channels, taps, 3, 3, generator=gen) / (9 * taps * channels) ** 0.5
             bias = torch.randn(channels, generator=gen)
             direct = partial(F.conv3d, x, weight, bias, padding=(0, 1, 1))
             winograd = partial(winograd_conv3d, x, weight, bias)
@@ -55,7 +58,7 @@ def main() -> None:
                 times["direct"].append(_seconds(direct))
                 times["winograd"].append(_seconds(winograd))
             d, w = statistics.median(times["direct"]), statistics.median(times["winograd"])
-            print(f"| {channels} | {frames}x{side}x{side} | {d:.2f} | {w:.2f} | {d / w:.2f}x | {diff:.1e} |")
+            print(f"| {channels} | {taps}x3x3 | {frames}x{side}x{side} | {d:.2f} | {w:.2f} | {d / w:.2f}x | {diff:.1e} |")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "KEPT_KERNEL_WORKSPACE_BYTES",
+    "MIN_CHANNELS",
     "MIN_COLUMNS",
-    "MIN_WORK",
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
@@ -43,9 +43,9 @@ __all__ = [
 
 TILE = 4  # output tile side
 WINDOW = TILE + 2  # input tile side for a 3-tap kernel
-# Taps x channels below which the transforms cost more than they save: a 3x3x3 kernel at 128
-# channels ran 0.96x of oneDNN, at 192-384 1.45x; a per-frame 3x3 kernel at 192 channels 0.5x.
-MIN_WORK = 3 * 192
+# Channels below which the transforms cost more than they save: a 3x3x3 kernel at 128 channels
+# ran 0.96x of oneDNN, at 192-384 1.45x; a per-frame 3x3 kernel 0.89x at 128, 1.27-1.46x at 192.
+MIN_CHANNELS = 192
 # Output frames x 4x4 tiles below which a layer is too small to bother (768 channels, 5 frames of
 # 16x16 = 80 columns still ran 1.3x faster than oneDNN).
 MIN_COLUMNS = 64
@@ -126,7 +126,7 @@ def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
         and temporal_padding == 0
         and all(d == 1 for d in conv.dilation)
         and conv.groups == 1
-        and taps * min(conv.in_channels, conv.out_channels) >= MIN_WORK
+        and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
         and _output_columns(taps, x) >= MIN_COLUMNS
     )
 
