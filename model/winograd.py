@@ -35,6 +35,7 @@ __all__ = [
     "KEPT_KERNEL_WORKSPACE_BYTES",
     "MIN_CHANNELS",
     "MIN_COLUMNS",
+    "MIN_FRAME_CHANNELS",
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
@@ -44,8 +45,13 @@ __all__ = [
 TILE = 4  # output tile side
 WINDOW = TILE + 2  # input tile side for a 3-tap kernel
 # Channels below which the transforms cost more than they save: a 3x3x3 kernel at 128 channels
-# ran 0.96x of oneDNN, at 192-384 1.45x; a per-frame 3x3 kernel 0.89x at 128, 1.27-1.46x at 192.
+# ran 0.96x of oneDNN, at 192-384 1.45x.
 MIN_CHANNELS = 192
+# The same for per-frame 3x3 kernels (one tap carries the transforms alone): 0.99x at 128
+# channels, 1.21-1.27x at 192 alone, but no faster inside the encoder (0.98-1.02x, alternating in
+# one process) while its buffers raised the encoder's resident peak from 260 to 368 MB at
+# 17x128x128; 1.83x at 384 (the decoder's upsampler: decode 1.055x faster in the same A/B).
+MIN_FRAME_CHANNELS = 384
 # Output frames x 4x4 tiles below which a layer is too small to bother (768 channels, 5 frames of
 # 16x16 = 80 columns still ran 1.3x faster than oneDNN).
 MIN_COLUMNS = 64
@@ -126,7 +132,7 @@ def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
         and temporal_padding == 0
         and all(d == 1 for d in conv.dilation)
         and conv.groups == 1
-        and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+        and min(conv.in_channels, conv.out_channels) >= (MIN_CHANNELS if taps > 1 else MIN_FRAME_CHANNELS)
         and _output_columns(taps, x) >= MIN_COLUMNS
     )
 
