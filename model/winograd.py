@@ -143,20 +143,23 @@ def _output_columns(taps: int, x: Tensor) -> int:
     return (t - taps + 1) * -(-h // TILE) * -(-w // TILE)
 
 
-def transform_kernel(weight: Tensor, buffers: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """(C_out, C_in, k, 3, 3) -> (36, C_out, k, C_in): G w G^T for every kernel slice, as one
-    matrix product with the 36 x 9 operator G (x) G; points ordered [column][row] like the input's.
+def transform_kernel(weight: Tensor, out: Tensor | None = None) -> Tensor:
+    """(C_out, C_in, k, 3, 3) -> (36, k, C_out, C_in): G w G^T for every kernel slice, as one
+    matrix product per tap with the 36 x 9 operator G (x) G; points ordered [column][row] like
+    the input's.
 
-    `buffers`: flat (scratch, out) tensors of at least 9x and 36x C_out*k*C_in elements to reuse.
+    Each tap's slices are read in place (a (C_out * C_in, 9) view of the weight, rows k * 9 apart)
+    and written in place (rows of `out`, a tap apart): no transposed copy of the weight.
+    `out`: a flat tensor of at least 36 x C_out*k*C_in elements to reuse.
     """
     c_out, c_in, k = weight.shape[:3]
     n = c_out * k * c_in
-    scratch, out = buffers if buffers is not None else (weight.new_empty(9 * n), weight.new_empty(36 * n))
-    slices = scratch[: 9 * n].view(c_out, k, c_in, 3, 3)
-    slices.copy_(weight.transpose(1, 2))  # (C_out, k, C_in, 3, 3): one 3x3 slice per row
-    points = out[: 36 * n].view(36, n)
-    torch.mm(_KERNEL_9_TO_36.to(weight.dtype), slices.view(n, 9).T, out=points)
-    return points.view(36, c_out, k, c_in)
+    points = (weight.new_empty(36 * n) if out is None else out[: 36 * n]).view(36, k, c_out, c_in)
+    operator = _KERNEL_9_TO_36.to(weight.dtype)
+    for tap in range(k):
+        slices = weight[:, :, tap].reshape(c_out * c_in, 9)  # a view: (C_out, C_in) merge
+        torch.mm(operator, slices.T, out=points[:, tap].view(36, c_out * c_in))
+    return points
 
 
 def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
@@ -190,23 +193,21 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     # memory, and buffers small enough for the allocator to reuse).
     whole_kernel = None
     if len(blocks) > 1 and keeps_kernel:
-        whole_kernel = transform_kernel(weight)  # (36, C_out, k, C_in)
+        whole_kernel = transform_kernel(weight)  # (36, k, C_out, C_in)
     channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
-    # Every slice reuses the same two buffers: fresh ones paid their page faults again each time
+    # Every slice reuses the same buffer: fresh ones paid their page faults again each time
     # (more than half of the transform's time on 768 channels).
-    slice_elements = min(channels, c_out) * k * c_in
-    buffers = None if whole_kernel is not None else (weight.new_empty(9 * slice_elements),
-                                                     weight.new_empty(36 * slice_elements))
+    buffer = None if whole_kernel is not None else weight.new_empty(36 * min(channels, c_out) * k * c_in)
     for t0, t1, r0, r1 in blocks:
         points = _input_points(frames[:, :, t0 : t1 + k - 1], r0, r1, tiles_w)  # (36, B, C_in, t, n)
         for first in range(0, c_out, channels):
             last = min(c_out, first + channels)
-            kernel = whole_kernel if whole_kernel is not None else transform_kernel(weight[first:last], buffers)
+            kernel = whole_kernel if whole_kernel is not None else transform_kernel(weight[first:last], buffer)
             products = _products(points, kernel, t1 - t0)  # (36, B, c, t1 - t0, n)
             if last == c_out:
                 del points, kernel  # before the output transform's buffers: a lower peak
-                if (t1, r1) == (t_out, tiles_h):  # the last block: the kernel buffers too
-                    buffers = whole_kernel = None
+                if (t1, r1) == (t_out, tiles_h):  # the last block: the kernel buffer too
+                    buffer = whole_kernel = None
             _output_tiles(products, out[:, first:last, t0:t1, r0:r1])
             del products
     result = out.view(b, c_out, t_out, tiles_h * TILE, tiles_w * TILE)
@@ -243,14 +244,14 @@ def _input_points(frames: Tensor, first_row: int, last_row: int, tiles_w: int) -
 def _products(points: Tensor, kernel: Tensor, t_out: int) -> Tensor:
     """The convolution in the transform domain: per point, sum over taps of (C_out, C_in) @ (C_in, t*n)."""
     _, b, c_in, _, n = points.shape
-    c_out, k = kernel.shape[1], kernel.shape[2]
+    k, c_out = kernel.shape[1], kernel.shape[2]
     products = points.new_empty((36, b, c_out, t_out * n))
     for i in range(b):
         acc = products[:, i]
         # Frames tap..tap+t_out of (C_in, T, n) are a strided (C_in, t_out*n) matrix: no copy.
-        torch.bmm(kernel[:, :, 0], points[:, i, :, 0:t_out].reshape(36, c_in, t_out * n), out=acc)
+        torch.bmm(kernel[:, 0], points[:, i, :, 0:t_out].reshape(36, c_in, t_out * n), out=acc)
         for tap in range(1, k):
-            acc.baddbmm_(kernel[:, :, tap], points[:, i, :, tap : tap + t_out].reshape(36, c_in, t_out * n))
+            acc.baddbmm_(kernel[:, tap], points[:, i, :, tap : tap + t_out].reshape(36, c_in, t_out * n))
     return products.view(36, b, c_out, t_out, n)
 
 
