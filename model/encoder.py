@@ -77,9 +77,7 @@ class Encoder(nn.Module):
         l1_coeffs = self.wavelet_transform_l1(coeffs[:, LOW_BAND])  # (B, 12, t, H/4, W/4)
         l2_coeffs = self.wavelet_transform_l2(l1_coeffs[:, LOW_BAND], ctx)  # (B, 24, t', H/8, W/8)
 
-        # Level 1 is per-frame 2D layers at the model's widest activations: run in slabs of frames.
-        frame_bytes = self.down1[0].out_channels * coeffs.shape[3] * coeffs.shape[4] * coeffs.element_size()
-        hidden = map_frame_slabs(self._level1, coeffs, frames_per_slab(frame_bytes))
+        hidden = map_frame_slabs(self._level1, coeffs, self._level1_slab_frames(coeffs))
         hidden = torch.cat([hidden, self.connect_l1(l1_coeffs)], dim=1)  # (B, base + flow, t, H/4, W/4)
         hidden = self.down2[0](hidden)
         for layer in self.down2[1:]:
@@ -91,6 +89,17 @@ class Encoder(nn.Module):
             hidden = layer(hidden, ctx)
         moments = self.conv_out.convolve(self.conv_out.window(hidden, ctx, self.norm_out.activated_frames))
         return EncoderOutput(moments, l1_coeffs, l2_coeffs)
+
+    def _level1_slab_frames(self, coeffs: Tensor) -> int:
+        """Frames per slab of level 1, the per-frame 2D layers at the model's widest activations.
+
+        On CPUs, slabs of `SLAB_BYTES`. On GPUs, the whole clip, as in the measured GPU figures:
+        slabs mean more and smaller kernels there, which has not been timed on a GPU yet.
+        """
+        if coeffs.device.type != "cpu":
+            return coeffs.shape[2]
+        frame_bytes = self.down1[0].out_channels * coeffs.shape[3] * coeffs.shape[4] * coeffs.element_size()
+        return frames_per_slab(frame_bytes)
 
     def _level1(self, coeffs: Tensor) -> Tensor:
         """(B, 24, t, H/2, W/2) -> (B, base, t, H/4, W/4), every frame on its own."""
