@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
+from memory_probe import peak_live_bytes
 
 from model import winograd
 from model.causal import WHOLE_CLIP
@@ -34,17 +34,6 @@ def test_activated_frames_equal_layer_norm_then_silu() -> None:
     assert (trained[:, :, 2:] - expected).abs().max() < 1e-5
 
 
-def _peak_live_bytes(fn) -> int:
-    """Peak of CPU tensor bytes allocated and not yet freed while `fn` runs."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
-
-
 def test_block_holds_one_window_and_one_output_at_a_time() -> None:
     # 16 channels: direct convolutions (the Winograd path's buffers would blur the count).
     torch.manual_seed(0)
@@ -53,7 +42,7 @@ def test_block_holds_one_window_and_one_output_at_a_time() -> None:
     activation = x.numel() * x.element_size()
     with torch.inference_mode():
         expected = block.conv2(F.silu(block.norm2(block.conv1(F.silu(block.norm1(x)), WHOLE_CLIP))), WHOLE_CLIP) + x
-        peak = _peak_live_bytes(lambda: block(x, WHOLE_CLIP))
+        peak = peak_live_bytes(lambda: block(x, WHOLE_CLIP))
         got = block(x, WHOLE_CLIP)
     assert (got - expected).abs().max() < 1e-5
     # One window (11 frames of 9) and one output: 2.2 activations. Keeping the norm's output
@@ -69,7 +58,7 @@ def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
     x = torch.randn(1, c, frames, side, side, generator=gen)
     weight = torch.randn(c, c, 3, 3, 3, generator=gen) / (c * 27) ** 0.5
     with torch.inference_mode():
-        peak = _peak_live_bytes(lambda: winograd.winograd_conv3d(x, weight, None))
+        peak = peak_live_bytes(lambda: winograd.winograd_conv3d(x, weight, None))
         got = winograd.winograd_conv3d(x, weight, None)
         expected = F.conv3d(x, weight, padding=(0, 1, 1))
     assert (got - expected).abs().max() < 1e-3
