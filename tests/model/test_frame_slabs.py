@@ -33,6 +33,24 @@ def test_slabs_of_any_size_equal_the_whole_clip(tiny_vae: WFVAE) -> None:
             assert (sliced - whole).abs().max() < 1e-5, frames
 
 
+def test_slabs_train_like_the_whole_clip() -> None:
+    # Under autograd the slabs are written into one output; gradients flow through every slab.
+    torch.manual_seed(0)
+    encoder = WFVAE(_small_config()).encoder
+    coeffs = torch.randn(1, 24, 5, 16, 12, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for frames in (5, 2):
+        x = coeffs.clone().requires_grad_(True)
+        encoder.zero_grad()
+        map_frame_slabs(encoder._level1, x, frames).square().mean().backward()
+        weight_grad = encoder.down1[0].weight.grad
+        assert weight_grad is not None
+        grads.append((x.grad, weight_grad.clone()))
+    (x_whole, w_whole), (x_slabs, w_slabs) = grads
+    assert (x_slabs - x_whole).abs().max() < 1e-6
+    assert (w_slabs - w_whole).abs().max() < 1e-5 * max(1.0, w_whole.abs().max().item())
+
+
 def test_slab_plan_and_its_errors() -> None:
     assert frames_per_slab(3 * 2**20, slab_bytes=32 * 2**20) == 10
     assert frames_per_slab(50 * 2**20, slab_bytes=32 * 2**20) == 1  # one frame even when larger
@@ -50,11 +68,14 @@ def test_encoder_slabs_on_cpus_only(tiny_vae: WFVAE, monkeypatch: pytest.MonkeyP
     assert tiny_vae.encoder._level1_slab_frames(torch.empty(1, 24, 9, 32, 32, device="meta")) == 9
 
 
+def _small_config() -> WFVAEConfig:
+    return WFVAEConfig(base_channels=32, latent_dim=8, encoder_energy_flow_hidden_size=16,
+                       decoder_energy_flow_hidden_size=16, norm_type="layernorm")
+
+
 def test_level1_peak_is_a_slab_not_the_clip(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    config = WFVAEConfig(base_channels=32, latent_dim=8, encoder_energy_flow_hidden_size=16,
-                         decoder_energy_flow_hidden_size=16, norm_type="layernorm")
-    vae = WFVAE(config).eval()
+    vae = WFVAE(_small_config()).eval()
     x = torch.rand(1, 3, 17, 64, 64) * 2 - 1
     coeffs = torch.randn(1, 24, 9, 32, 32)  # what the input Haar transform gives level 1
     activation = 32 * 9 * 32 * 32 * 4  # one level-1 tensor of the whole clip: base x t x H/2 x W/2
