@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # the `model` package, for every case (peers too: tensor peaks)
 MODELS = ("wfvae-L", "wfvae-L-chunked", "wfvae-L-direct", "wfvae-S", "wan", "cogvideox", "hunyuan")
 OFFICIAL = "wfvae-L-official"
 REFERENCE = "wfvae-L"  # ratios are other / this
@@ -60,7 +61,6 @@ def build_model(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
 
     torch.manual_seed(0)
     if name.startswith("wfvae"):
-        sys.path.insert(0, str(REPO_ROOT))
         from model import WFVAE, preset
 
         ours = WFVAE(preset("S" if name == "wfvae-S" else "L", LATENT_CHANNELS)).eval()
@@ -173,21 +173,13 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
 
 
 def _with_tensor_peak_mb(fn: Any, x: Any) -> tuple[Any, float]:
-    """fn(x), and the peak of CPU tensor memory allocated and not yet freed during it.
+    """fn(x), and the peak of CPU tensor memory allocated and not yet freed during it
+    (`model.tensor_memory`: free of what makes peak RSS move between identical processes)."""
+    from model.tensor_memory import peak_live_bytes
 
-    The allocator's own count (torch.profiler's memory events), free of what makes peak RSS
-    move by up to 60% between identical processes here: when glibc hands freed memory back,
-    and how its per-thread arenas fragment.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn(x)
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return out, peak / 2**20
+    outputs = []
+    peak = peak_live_bytes(lambda: outputs.append(fn(x)))
+    return outputs[0], peak / 2**20
 
 
 def check_official(official_src: str, size: tuple[int, int, int], threads: int, device: str) -> str:

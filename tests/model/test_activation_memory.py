@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from memory_probe import peak_live_bytes
 
 from model import winograd
 from model.causal import WHOLE_CLIP
 from model.layers import ChannelNorm, ResnetBlock3D
+from model.tensor_memory import peak_live_bytes
 
 
 def _layernorm(channels: int, seed: int) -> ChannelNorm:

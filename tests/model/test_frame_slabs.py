@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory_probe import peak_live_bytes
+from training_helpers import tiny_model_config
 
 from model import WFVAE, WFVAEConfig, frame_slabs
 from model.frame_slabs import frames_per_slab, map_frame_slabs
+from model.tensor_memory import peak_live_bytes
 
 PARITY_TOL = 1e-4
 
@@ -36,7 +37,7 @@ def test_slabs_of_any_size_equal_the_whole_clip(tiny_vae: WFVAE) -> None:
 def test_slabs_train_like_the_whole_clip() -> None:
     # Under autograd the slabs are written into one output; gradients flow through every slab.
     torch.manual_seed(0)
-    encoder = WFVAE(_small_config()).encoder
+    encoder = WFVAE(tiny_model_config()).encoder
     coeffs = torch.randn(1, 24, 5, 16, 12, generator=torch.Generator().manual_seed(1))
     grads = []
     for frames in (5, 2):
@@ -69,6 +70,7 @@ def test_encoder_slabs_on_cpus_only(tiny_vae: WFVAE, monkeypatch: pytest.MonkeyP
 
 
 def _small_config() -> WFVAEConfig:
+    # Wider than `tiny_model_config`: level 1 must hold the encoder's peak for the test below.
     return WFVAEConfig(base_channels=32, latent_dim=8, encoder_energy_flow_hidden_size=16,
                        decoder_energy_flow_hidden_size=16, norm_type="layernorm")
 

@@ -1,10 +1,17 @@
-"""Peak tensor memory of a call, as the CPU allocator counts it (torch.profiler memory events)."""
+"""Peak tensor memory of a call, as the CPU allocator counts it (torch.profiler memory events).
+
+Resident-set peaks also count the free memory glibc keeps for reuse and move by up to 60%
+between identical processes; this count is the memory the code itself holds. Used by the memory
+tests and `benchmarks/model_speed.py`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from torch.profiler import ProfilerActivity, profile
+
+__all__ = ["peak_live_bytes"]
 
 
 def peak_live_bytes(fn: Callable[[], object]) -> int:
