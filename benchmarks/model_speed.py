@@ -155,9 +155,9 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
         first = time.perf_counter() - start
         peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")) - base
         del out
-        # The tensor count runs apart: torch.profiler's event records are resident memory too,
-        # and they grow with the number of ops (about 100 MB of our 17x128x128 encode's resident
-        # peak, against 4 MB of the official code's, when both were read from one run).
+        # The tensor count runs apart: under torch.profiler, which keeps records per op, our
+        # 17x128x128 encode's resident peak rose by about 100 MB and the official code's (fewer,
+        # larger ops) by 4 MB, so a shared run misread the resident ratio.
         tensor_peak = None if cuda else _with_tensor_peak_mb(fn, full)[1]
         times = []
         for _ in range(case["reps"]):
