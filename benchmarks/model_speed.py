@@ -4,8 +4,8 @@ Every (model, operation, clip size) case runs in a fresh subprocess, so its peak
 own: the process builds the model (random weights, seed 0) and the input, warms up on a small
 clip, resets the kernel's peak-RSS mark (`/proc/self/clear_refs`), runs the full clip once to
 read the peak resident set (on a GPU, the allocator's peak), on a CPU once more under
-torch.profiler for the tensor allocator's peak, then times `--reps` more runs. Times are medians; ratios compare each row with
-WF-VAE-L measured in the same run. Cases run in rounds (every model once, then again), so load
+torch.profiler for the tensor allocator's peak, then times `--reps` more runs. Times are
+medians; ratios compare each row with WF-VAE-L measured in the same run. Cases run in rounds (every model once, then again), so load
 from other processes on the machine falls on all of them alike. With `--device cuda` one process
 per model times both operations, and peak memory is the CUDA allocator's tensor memory above
 the loaded model (reset per operation); times are then printed in milliseconds.
@@ -290,7 +290,7 @@ def main() -> None:
     parser.add_argument("--ops", default="encode,decode")
     parser.add_argument("--official-src", help="a checkout of PKU-YuanGroup/WF-VAE (outside this repo)")
     parser.add_argument("--check", action="store_true", help="compare official and our outputs first")
-    parser.add_argument("--reps", type=int, default=3, help="timed runs per process after the peak run")
+    parser.add_argument("--reps", type=int, default=3, help="timed runs per process after the peak runs")
     parser.add_argument("--rounds", type=int, default=1, help="fresh processes per case, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
