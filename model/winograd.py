@@ -14,7 +14,9 @@ The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k ac
 matrix products over shifted frames), so one set of transforms serves all k taps. The input is
 transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
 buffers near `WORKSPACE_BYTES` (`KEPT_KERNEL_WORKSPACE_BYTES` beside a whole transformed kernel),
-so long clips do not raise peak memory. Results match direct convolution to float32 rounding
+so long clips do not raise peak memory. A kernel that outweighs its input (short clips at small
+sides) is never held whole: each block makes it again, one tap and a few transform points at a
+time. Results match direct convolution to float32 rounding
 (the interpolation points 0, +-1, +-2 keep the transforms' constants small; max abs error
 within a few times oneDNN's own).
 
@@ -33,9 +35,11 @@ from torch import Tensor, nn
 
 __all__ = [
     "KEPT_KERNEL_WORKSPACE_BYTES",
+    "LEAN_WORKSPACE_BYTES",
     "MIN_CHANNELS",
     "MIN_COLUMNS",
     "MIN_FRAME_CHANNELS",
+    "POINT_GROUP",
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
@@ -64,6 +68,13 @@ WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 M
 # re-made for every block, 16 MB blocks ran the decoder 11% slower, so those keep 32 MB.
 KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
+# A kernel small enough to keep whole can still outweigh the layer's input (short clips at small
+# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call makes the
+# kernel again for every block, one tap and POINT_GROUP transform points at a time, beside
+# LEAN_WORKSPACE_BYTES blocks: 40 instead of 102 MB over its input at 17x128x128, every input
+# point still read once per tap (output-channel slices would read it once per slice).
+POINT_GROUP = 6
+LEAN_WORKSPACE_BYTES = 12 * 2**20
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
 _INPUT = torch.tensor(  # B^T (6, 6): input tile -> transform domain
@@ -181,16 +192,22 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     # is also cut in time, which transforms k - 1 frames twice at each cut.
     kernel_bytes = 4 * 36 * k * c_in * c_out
     keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
+    by_points = keeps_kernel and kernel_bytes > frames.numel() * frames.element_size()
     if workspace_bytes is None:
-        workspace_bytes = KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES
+        workspace_bytes = (LEAN_WORKSPACE_BYTES if by_points else
+                           KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES)
     row_bytes = 4 * 36 * b * c_in * tiles_w  # one tile row of one frame
     frames_per_block = min(t_out, max(1, workspace_bytes // row_bytes - (k - 1)))
     rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
     blocks = [(t0, min(t_out, t0 + frames_per_block), r0, min(tiles_h, r0 + rows_per_band))
               for t0 in range(0, t_out, frames_per_block) for r0 in range(0, tiles_h, rows_per_band)]
     # Transformed kernels are 4x the weights: made once per call where they are small (up to
-    # 64 MB: 384 channels, 3 taps), else a slice of output channels at a time, per block (bounded
-    # memory, and buffers small enough for the allocator to reuse).
+    # 64 MB: 384 channels, 3 taps) and the input is no smaller (else `_convolve_by_points`), else a
+    # slice of output channels at a time, per block (bounded memory, and buffers small enough for
+    # the allocator to reuse).
+    if by_points:
+        _convolve_by_points(frames, weight, blocks, tiles_w, out)
+        return _finish(out, bias, h, w)
     whole_kernel = None
     if len(blocks) > 1 and keeps_kernel:
         whole_kernel = transform_kernel(weight)  # (36, k, C_out, C_in)
@@ -210,6 +227,42 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
                     buffer = whole_kernel = None
             _output_tiles(products, out[:, first:last, t0:t1, r0:r1])
             del products
+    return _finish(out, bias, h, w)
+
+
+def _convolve_by_points(frames: Tensor, weight: Tensor, blocks: list[tuple[int, int, int, int]],
+                        tiles_w: int, out: Tensor) -> None:
+    """The blocks' convolution into the tiled `out`, the kernel made again for every block, one
+    tap and `POINT_GROUP` transform points at a time: two small buffers instead of the kernel."""
+    c_out, c_in, k = weight.shape[:3]
+    operator = _KERNEL_9_TO_36.to(weight.dtype)
+    tap_slices = weight.new_empty((9, c_out * c_in))  # one tap's 3x3 slices, read whole by each group
+    kernel = weight.new_empty((POINT_GROUP, c_out, c_in))
+    for t0, t1, r0, r1 in blocks:
+        points = _input_points(frames[:, :, t0 : t1 + k - 1], r0, r1, tiles_w)  # (36, B, C_in, t, n)
+        b, n, t_out = points.shape[1], points.shape[-1], t1 - t0
+        products = points.new_empty((36, b, c_out, t_out * n))
+        for tap in range(k):
+            tap_slices.copy_(weight[:, :, tap].reshape(c_out * c_in, 9).T)
+            for first in range(0, 36, POINT_GROUP):
+                group = slice(first, first + POINT_GROUP)
+                torch.mm(operator[group], tap_slices, out=kernel.view(POINT_GROUP, c_out * c_in))
+                for i in range(b):
+                    # Frames tap..tap+t_out of (C_in, T, n): a strided (C_in, t_out*n) matrix, no copy.
+                    inputs = points[group, i, :, tap : tap + t_out].reshape(POINT_GROUP, c_in, t_out * n)
+                    if tap == 0:
+                        torch.bmm(kernel, inputs, out=products[group, i])
+                    else:
+                        products[group, i].baddbmm_(kernel, inputs)
+        del points, inputs  # (a view of points) before the output transform's buffers
+        _output_tiles(products.view(36, b, c_out, t_out, n), out[:, :, t0:t1, r0:r1])
+        del products
+
+
+def _finish(out: Tensor, bias: Tensor | None, h: int, w: int) -> Tensor:
+    """The tiled output (B, C_out, T, tiles_h, 4, tiles_w, 4) as a video: bias added, cropped
+    to the input's sides."""
+    b, c_out, t_out, tiles_h, _, tiles_w, _ = out.shape
     result = out.view(b, c_out, t_out, tiles_h * TILE, tiles_w * TILE)
     if bias is not None:
         result.add_(bias.view(1, -1, 1, 1, 1))

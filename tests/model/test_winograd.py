@@ -66,6 +66,56 @@ def test_kernel_slices_sharing_one_buffer_match_direct(monkeypatch, workspace_by
     assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
 
 
+def _spy_on_points_path(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls that make their kernel by transform points."""
+    calls: list[int] = []
+    by_points = winograd._convolve_by_points
+
+    def counting(*args: object) -> None:
+        calls.append(1)
+        by_points(*args)
+
+    monkeypatch.setattr(winograd, "_convolve_by_points", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("batch", "frames", "height", "width", "workspace_bytes"),
+    [(1, 6, 20, 20, 4096), (2, 4, 13, 18, 1), (1, 3, 9, 9, 1 << 26)],  # many blocks, or one
+)
+def test_kernel_made_by_points_matches_direct(
+    monkeypatch: pytest.MonkeyPatch, batch: int, frames: int, height: int, width: int, workspace_bytes: int
+) -> None:
+    # The transformed kernel (36 x 3 x 32 x 32 floats, 442 KB) outweighs each input here, so it is
+    # made for every block, one tap and POINT_GROUP points at a time.
+    c, taps = 32, 3
+    calls = _spy_on_points_path(monkeypatch)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(batch, c, frames, height, width, generator=gen)
+    weight = torch.randn(c, c, taps, 3, 3, generator=gen) / (c * taps * 9) ** 0.5
+    bias = torch.randn(c, generator=gen)
+    assert 4 * 36 * taps * c * c > x.numel() * 4
+    expected = _direct_float64(x, weight, bias)
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
+    assert calls == [1]
+    assert got.shape == expected.shape and got.is_contiguous()
+    assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
+
+
+@pytest.mark.parametrize(("frames", "by_points"), [(8, True), (16, False)])
+def test_kernel_is_kept_whole_only_beside_an_input_at_least_its_size(
+    monkeypatch: pytest.MonkeyPatch, frames: int, by_points: bool
+) -> None:
+    c = 32  # kernel: 442 KB transformed; input: 32 KB a frame
+    calls = _spy_on_points_path(monkeypatch)
+    x = torch.randn(1, c, frames, 16, 16)
+    weight = torch.randn(c, c, 3, 3, 3)
+    with torch.inference_mode():
+        winograd_conv3d(x, weight, None, workspace_bytes=4096)
+    assert bool(calls) is by_points
+
+
 def test_strided_input_and_wide_layer_match_direct() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 9, 256, 20, 20, generator=gen).transpose(1, 2)  # (1, 256, 9, 20, 20), channels-last memory
