@@ -14,9 +14,9 @@ The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k ac
 matrix products over shifted frames), so one set of transforms serves all k taps. The input is
 transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
 buffers near `WORKSPACE_BYTES` (`KEPT_KERNEL_WORKSPACE_BYTES` beside a whole transformed kernel),
-so long clips do not raise peak memory. A kernel that outweighs its input (short clips at small
-sides) is never held whole: each block makes it again, one tap and a few transform points at a
-time. Results match direct convolution to float32 rounding
+so long clips do not raise peak memory. Within `lean_kernels()`, a kernel that outweighs its
+input (short clips at small sides) is never held whole: each block makes it again, one tap and a
+few transform points at a time. Results match direct convolution to float32 rounding
 (the interpolation points 0, +-1, +-2 keep the transforms' constants small; max abs error
 within a few times oneDNN's own).
 
@@ -43,6 +43,7 @@ __all__ = [
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
+    "lean_kernels",
     "winograd_conv3d",
 ]
 
@@ -69,10 +70,11 @@ WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 M
 KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
 # A kernel small enough to keep whole can still outweigh the layer's input (short clips at small
-# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call makes the
-# kernel again for every block, one tap and POINT_GROUP transform points at a time, beside
-# LEAN_WORKSPACE_BYTES blocks: 40 instead of 102 MB over its input at 17x128x128, every input
-# point still read once per tap (output-channel slices would read it once per slice).
+# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Within `lean_kernels()` such
+# a call makes the kernel again for every block, one tap and POINT_GROUP transform points at a
+# time, beside LEAN_WORKSPACE_BYTES blocks: 40 instead of 102 MB over its input at 17x128x128,
+# every input point still read once per tap (output-channel slices would read it once per
+# slice), at 1.11-1.14x the call's time.
 POINT_GROUP = 6
 LEAN_WORKSPACE_BYTES = 12 * 2**20
 
@@ -113,6 +115,7 @@ _OUTPUT = torch.tensor(  # A^T (4, 6): transform domain -> output tile
 _KERNEL_9_TO_36 = torch.einsum("ah,bw->bahw", _KERNEL, _KERNEL).reshape(36, 9)
 
 _ENABLED: ContextVar[bool] = ContextVar("wfvae_winograd_enabled", default=True)
+_LEAN: ContextVar[bool] = ContextVar("wfvae_winograd_lean", default=False)
 
 
 @contextmanager
@@ -123,6 +126,21 @@ def direct_convolution() -> Iterator[None]:
         yield
     finally:
         _ENABLED.reset(token)
+
+
+@contextmanager
+def lean_kernels() -> Iterator[None]:
+    """Within this block a transformed kernel that outweighs its input is never held whole.
+
+    For short clips at small sides: the L encoder's tensor peak at 17x128x128 falls from 136 to
+    74 MB (0.64x of the official code's) for about 5% more encode time in fresh processes
+    (`benchmarks/README.md`). Larger clips are unchanged: their inputs outweigh the kernels.
+    """
+    token = _LEAN.set(True)
+    try:
+        yield
+    finally:
+        _LEAN.reset(token)
 
 
 def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
@@ -192,7 +210,7 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     # is also cut in time, which transforms k - 1 frames twice at each cut.
     kernel_bytes = 4 * 36 * k * c_in * c_out
     keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
-    by_points = keeps_kernel and kernel_bytes > frames.numel() * frames.element_size()
+    by_points = _LEAN.get() and keeps_kernel and kernel_bytes > frames.numel() * frames.element_size()
     if workspace_bytes is None:
         workspace_bytes = (LEAN_WORKSPACE_BYTES if by_points else
                            KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES)

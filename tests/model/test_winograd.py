@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,22 +98,22 @@ def test_kernel_made_by_points_matches_direct(
     bias = torch.randn(c, generator=gen)
     assert 4 * 36 * taps * c * c > x.numel() * 4
     expected = _direct_float64(x, weight, bias)
-    with torch.inference_mode():
+    with torch.inference_mode(), winograd.lean_kernels():
         got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
     assert calls == [1]
     assert got.shape == expected.shape and got.is_contiguous()
     assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
 
 
-@pytest.mark.parametrize(("frames", "by_points"), [(8, True), (16, False)])
-def test_kernel_is_kept_whole_only_beside_an_input_at_least_its_size(
-    monkeypatch: pytest.MonkeyPatch, frames: int, by_points: bool
+@pytest.mark.parametrize(("lean", "frames", "by_points"), [(True, 8, True), (True, 16, False), (False, 8, False)])
+def test_kernel_goes_by_points_only_when_lean_and_larger_than_its_input(
+    monkeypatch: pytest.MonkeyPatch, lean: bool, frames: int, by_points: bool
 ) -> None:
     c = 32  # kernel: 442 KB transformed; input: 32 KB a frame
     calls = _spy_on_points_path(monkeypatch)
     x = torch.randn(1, c, frames, 16, 16)
     weight = torch.randn(c, c, 3, 3, 3)
-    with torch.inference_mode():
+    with torch.inference_mode(), (winograd.lean_kernels() if lean else contextlib.nullcontext()):
         winograd_conv3d(x, weight, None, workspace_bytes=4096)
     assert bool(calls) is by_points
 
