@@ -74,7 +74,7 @@ KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output ch
 # a call makes the kernel again for every block, one tap and POINT_GROUP transform points at a
 # time, beside LEAN_WORKSPACE_BYTES blocks: 40 instead of 102 MB over its input at 17x128x128,
 # every input point still read once per tap (output-channel slices would read it once per
-# slice), at 1.11-1.14x the call's time.
+# slice), at 1.11-1.4x the call's time (`benchmarks/winograd_kernel_slices.py`).
 POINT_GROUP = 6
 LEAN_WORKSPACE_BYTES = 12 * 2**20
 

@@ -182,6 +182,19 @@ def test_model_on_winograd_reproduces_the_official_reference(
     assert (decoded - parity_cases[f"case{case}.decoded"]).abs().max() < PARITY_TOL
 
 
+def test_model_with_lean_kernels_reproduces_the_official_reference(
+    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_on_points_path(monkeypatch)
+    x = parity_cases["case0.input"]
+    with torch.inference_mode(), winograd.lean_kernels():
+        posterior = tiny_vae.encode(x)
+        decoded = tiny_vae.decode(posterior.mean)
+    assert calls, "no layer of the tiny model made its kernel by transform points"
+    assert (posterior.moments - parity_cases["case0.moments"]).abs().max() < PARITY_TOL
+    assert (decoded - parity_cases["case0.decoded"]).abs().max() < PARITY_TOL
+
+
 def test_model_on_winograd_counts_its_winograd_layers(
     winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
