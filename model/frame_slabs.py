@@ -14,11 +14,9 @@ from torch import Tensor
 
 __all__ = ["SLAB_BYTES", "frames_per_slab", "map_frame_slabs"]
 
-# One activation of a slab. 16 MB puts a 17x128x128 clip (28 MB per activation) in two slabs,
-# which keeps level 1 (a residual block holds three activations: 85 MB whole) under the level-2
-# peak of `winograd.lean_kernels()` there (74 MB); level 1 ran as fast in one, two or three slabs
-# (0.87-0.89 s, alternating in one process), and 33x256x256 encode as with 32 MB slabs.
-SLAB_BYTES = 16 * 2**20
+# One activation of a slab. 32 MB keeps a slab's tensors in the range the allocator reuses
+# (and a 17x128x128 clip, 28 MB per activation, in one slab: small clips run as before).
+SLAB_BYTES = 32 * 2**20
 
 
 def frames_per_slab(frame_bytes: int, slab_bytes: int | None = None) -> int:

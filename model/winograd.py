@@ -133,7 +133,7 @@ def lean_kernels() -> Iterator[None]:
     """Within this block a transformed kernel that outweighs its input is never held whole.
 
     For short clips at small sides: the L encoder's tensor peak at 17x128x128 falls from 136 to
-    74 MB (0.64x of the official code's) for about 5% more encode time in fresh processes
+    85 MB (0.73x of the official code's) for about 5% more encode time in fresh processes
     (`benchmarks/README.md`). Larger clips are unchanged: their inputs outweigh the kernels.
     """
     token = _LEAN.set(True)
