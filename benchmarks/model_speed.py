@@ -5,8 +5,9 @@ own: the process builds the model (random weights, seed 0) and the input, warms 
 clip, resets the kernel's peak-RSS mark (`/proc/self/clear_refs`), runs the full clip once to
 read the peak resident set (on a GPU, the allocator's peak), on a CPU once more under
 torch.profiler for the tensor allocator's peak, then times `--reps` more runs. Times are
-medians; ratios compare each row with WF-VAE-L measured in the same run. Cases run in rounds (every model once, then again), so load
-from other processes on the machine falls on all of them alike. With `--device cuda` one process
+medians; ratios compare each row with WF-VAE-L measured in the same run. Cases run in rounds
+(every model once, then again), so load from other processes on the machine falls on all of
+them alike. With `--device cuda` one process
 per model times both operations, and peak memory is the CUDA allocator's tensor memory above
 the loaded model (reset per operation); times are then printed in milliseconds.
 
@@ -161,7 +162,7 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
         # The tensor count runs apart: under torch.profiler, which keeps records per op, our
         # 17x128x128 encode's resident peak rose by about 100 MB and the official code's (fewer,
         # larger ops) by 4 MB, so a shared run misread the resident ratio.
-        tensor_peak = None if cuda else _with_tensor_peak_mb(fn, full)[1]
+        tensor_peak = None if cuda else _tensor_peak_mb(fn, full)
         times = []
         for _ in range(case["reps"]):
             start = time.perf_counter()
@@ -178,14 +179,12 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
     return result
 
 
-def _with_tensor_peak_mb(fn: Any, x: Any) -> tuple[Any, float]:
-    """fn(x), and the peak of CPU tensor memory allocated and not yet freed during it
+def _tensor_peak_mb(fn: Any, x: Any) -> float:
+    """The peak of CPU tensor memory allocated and not yet freed during fn(x)
     (`model.tensor_memory`: free of what makes peak RSS move between identical processes)."""
     from model.tensor_memory import peak_live_bytes
 
-    outputs = []
-    peak = peak_live_bytes(lambda: outputs.append(fn(x)))
-    return outputs[0], peak / 2**20
+    return peak_live_bytes(lambda: fn(x)) / 2**20
 
 
 def check_official(official_src: str, size: tuple[int, int, int], threads: int, device: str) -> str:
@@ -250,7 +249,7 @@ def print_table(results: dict[tuple[str, str, str], list[dict[str, Any]]], model
     scale, spec = (1000, ".1f") if unit == "ms" else (1, ".2f")
     print(f"\n{header}")
     # On a CPU each memory cell is "resident set / tensors": tensors are the allocator's peak,
-    # the steadier of the two (see _with_tensor_peak_mb).
+    # the steadier of the two (see _tensor_peak_mb).
     print(f"| clip | model | encode {unit} | encode peak MB | decode {unit} | decode peak MB "
           "| WF-VAE-L encode speed-up | decode speed-up | encode mem ratio | decode mem ratio |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
