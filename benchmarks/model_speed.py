@@ -305,6 +305,11 @@ def main() -> None:
         return
 
     models = args.models.split(",")
+    unknown = [m for m in models if m not in LABELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(LABELS)}")
+    if OFFICIAL in models and not args.official_src:
+        parser.error(f"{OFFICIAL} needs --official-src")
     if args.official_src and OFFICIAL not in models:
         models.insert(1, OFFICIAL)
     sizes = args.sizes
