@@ -37,7 +37,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the `model` package, for every case (peers too: tensor peaks)
-MODELS = ("wfvae-L", "wfvae-L-chunked", "wfvae-L-direct", "wfvae-L-lean", "wfvae-S", "wan", "cogvideox", "hunyuan")
+MODELS = ("wfvae-L", "wfvae-L-chunked", "wfvae-L-direct", "wfvae-S", "wan", "cogvideox", "hunyuan")
 OFFICIAL = "wfvae-L-official"
 REFERENCE = "wfvae-L"  # ratios are other / this
 LATENT_CHANNELS = 16  # all compared models: 16 latent channels, 4x8x8 compression
@@ -47,7 +47,6 @@ LABELS = {
     "wfvae-L": "WF-VAE-L (ours)",
     "wfvae-L-chunked": f"WF-VAE-L (ours), chunked {ENCODE_CHUNK_FRAMES} frames / {DECODE_CHUNK_LATENTS} latents",
     "wfvae-L-direct": "WF-VAE-L (ours), direct convolutions only (no Winograd)",
-    "wfvae-L-lean": "WF-VAE-L (ours), lean_kernels()",
     "wfvae-S": "WF-VAE-S (ours)",
     OFFICIAL: "WF-VAE-L, official implementation",
     "wan": "diffusers AutoencoderKLWan (Wan 2.1)",
@@ -71,17 +70,15 @@ def build_model(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
         if name == "wfvae-L-chunked":
             return (ours, lambda x: ours.encode(x, chunk_frames=ENCODE_CHUNK_FRAMES).mean,
                     lambda z: ours.decode(z, chunk_latents=DECODE_CHUNK_LATENTS))
-        if name in ("wfvae-L-direct", "wfvae-L-lean"):
-            from model.winograd import direct_convolution, lean_kernels
-
-            mode = direct_convolution if name == "wfvae-L-direct" else lean_kernels
+        if name == "wfvae-L-direct":
+            from model.winograd import direct_convolution
 
             def encode_in_mode(x: Any) -> Any:
-                with mode():
+                with direct_convolution():
                     return ours.encode(x).mean
 
             def decode_in_mode(z: Any) -> Any:
-                with mode():
+                with direct_convolution():
                     return ours.decode(z)
 
             return ours, encode_in_mode, decode_in_mode

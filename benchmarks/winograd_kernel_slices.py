@@ -1,11 +1,11 @@
-"""What a Winograd call's memory costs in time: the kernel whole, by transform points, or in slices.
+"""What a Winograd call's memory costs in time: by transform columns, the kernel whole, or in slices.
 
 One 3x3x3 convolution of the L encoder's level 2 at a 17x128x128 input (384 channels, 11 frames
 of 32x32) runs under each policy, alternating, `--reps` times after a warm-up: median wall time
-and the call's peak tensor memory over its input (`model.tensor_memory`). A policy runs within
-`lean_kernels()` or not and sets the module's block constants (kernel slice size, input block
-size) for its calls only. This layer's 61 MB transformed kernel outweighs its 17 MB input, so by
-default it is kept whole and within `lean_kernels()` made by transform points for every block.
+and the call's peak tensor memory over its input (`model.tensor_memory`). A policy sets the
+module's switches and block constants (`BY_COLUMNS`, kernel slice size, input block size) for its
+calls only. This layer's 61 MB transformed kernel outweighs its 17 MB input, so by default it goes
+one transform column at a time; before session 7 it was kept whole beside 16 MB input blocks.
 
     python benchmarks/winograd_kernel_slices.py --threads 2 --reps 4
 """
@@ -13,7 +13,6 @@ default it is kept whole and within `lean_kernels()` made by transform points fo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -28,24 +27,24 @@ from model import winograd  # noqa: E402
 from model.tensor_memory import peak_live_bytes  # noqa: E402
 
 MB = 2**20
-# (label, within lean_kernels(), kernel slice MB, input block MB). Outside lean_kernels() a kernel
-# up to twice `KERNEL_BLOCK_BYTES` (the slice size) is kept whole, a larger one goes in slices of
-# output channels, transformed again for every input block.
-POLICIES = [("whole kernel, 16 MB blocks (default)", False, 32, 16),
-            ("by transform points, 12 MB blocks (lean_kernels)", True, 32, 12),
+# (label, by columns, kernel slice MB, input block MB). Without columns a kernel up to twice
+# `KERNEL_BLOCK_BYTES` (the slice size) is kept whole, a larger one goes in slices of output
+# channels, transformed again for every input block.
+POLICIES = [("by transform columns (default)", True, 32, 16),
+            ("whole kernel, 16 MB blocks (default before session 7)", False, 32, 16),
             ("16 MB slices, 16 MB blocks", False, 16, 16), ("16 MB slices, 8 MB blocks", False, 16, 8),
             ("8 MB slices, 16 MB blocks", False, 8, 16), ("8 MB slices, 12 MB blocks", False, 8, 12),
             ("8 MB slices, 8 MB blocks", False, 8, 8), ("4 MB slices, 8 MB blocks", False, 4, 8)]
 
 
-def _apply(slice_mb: int, block_mb: int) -> None:
+def _apply(by_columns: bool, slice_mb: int, block_mb: int) -> None:
+    winograd.BY_COLUMNS = by_columns
     winograd.KERNEL_BLOCK_BYTES = slice_mb * MB
-    winograd.KEPT_KERNEL_WORKSPACE_BYTES = winograd.WORKSPACE_BYTES = winograd.LEAN_WORKSPACE_BYTES = block_mb * MB
+    winograd.KEPT_KERNEL_WORKSPACE_BYTES = winograd.WORKSPACE_BYTES = block_mb * MB
 
 
-def _call(lean: bool, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    with winograd.lean_kernels() if lean else contextlib.nullcontext():
-        return winograd.winograd_conv3d(x, weight, bias)
+def _call(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return winograd.winograd_conv3d(x, weight, bias)
 
 
 def main() -> None:
@@ -60,24 +59,24 @@ def main() -> None:
     x = torch.randn(1, channels, frames, side, side, generator=gen)
     weight = torch.randn(channels, channels, 3, 3, 3, generator=gen) / (27 * channels) ** 0.5
     bias = torch.randn(channels, generator=gen)
-    names = ("KERNEL_BLOCK_BYTES", "KEPT_KERNEL_WORKSPACE_BYTES", "WORKSPACE_BYTES", "LEAN_WORKSPACE_BYTES")
+    names = ("BY_COLUMNS", "KERNEL_BLOCK_BYTES", "KEPT_KERNEL_WORKSPACE_BYTES", "WORKSPACE_BYTES")
     shipped = {name: getattr(winograd, name) for name in names}
     times: dict[str, list[float]] = {label: [] for label, *_ in POLICIES}
     peaks: dict[str, float] = {}
     try:
         with torch.inference_mode():
             expected = F.conv3d(x, weight, bias, padding=(0, 1, 1))
-            for label, lean, slice_mb, block_mb in POLICIES:  # warm-up, check, peak
-                _apply(slice_mb, block_mb)
-                diff = (_call(lean, x, weight, bias) - expected).abs().max().item()
+            for label, by_columns, slice_mb, block_mb in POLICIES:  # warm-up, check, peak
+                _apply(by_columns, slice_mb, block_mb)
+                diff = (_call(x, weight, bias) - expected).abs().max().item()
                 if diff > 1e-3:
                     raise SystemExit(f"{label}: max |diff| {diff:.1e} against direct convolution")
-                peaks[label] = peak_live_bytes(partial(_call, lean, x, weight, bias)) / MB
+                peaks[label] = peak_live_bytes(partial(_call, x, weight, bias)) / MB
             for _ in range(args.reps):
-                for label, lean, slice_mb, block_mb in POLICIES:
-                    _apply(slice_mb, block_mb)
+                for label, by_columns, slice_mb, block_mb in POLICIES:
+                    _apply(by_columns, slice_mb, block_mb)
                     start = time.perf_counter()
-                    _call(lean, x, weight, bias)
+                    _call(x, weight, bias)
                     times[label].append(time.perf_counter() - start)
     finally:
         for name, value in shipped.items():

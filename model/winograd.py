@@ -14,9 +14,10 @@ The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k ac
 matrix products over shifted frames), so one set of transforms serves all k taps. The input is
 transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
 buffers near `WORKSPACE_BYTES` (`KEPT_KERNEL_WORKSPACE_BYTES` beside a whole transformed kernel),
-so long clips do not raise peak memory. Within `lean_kernels()`, a kernel that outweighs its
-input (short clips at small sides) is never held whole: each block makes it again, one tap and a
-few transform points at a time. Results match direct convolution to float32 rounding
+so long clips do not raise peak memory. A kernel that outweighs its input (short clips at small
+sides) is never held whole: the call goes one column of the 6x6 transform at a time (six of the
+36 points: their input points, kernel and products), adding each column's share into the output
+tiles. Results match direct convolution to float32 rounding
 (the interpolation points 0, +-1, +-2 keep the transforms' constants small; max abs error
 within a few times oneDNN's own).
 
@@ -31,19 +32,19 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BY_COLUMNS",
     "KEPT_KERNEL_WORKSPACE_BYTES",
-    "LEAN_WORKSPACE_BYTES",
+    "KERNEL_TRANSFORM_CHUNK_BYTES",
     "MIN_CHANNELS",
     "MIN_COLUMNS",
     "MIN_FRAME_CHANNELS",
-    "POINT_GROUP",
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
-    "lean_kernels",
     "winograd_conv3d",
 ]
 
@@ -70,13 +71,16 @@ WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 M
 KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
 # A kernel small enough to keep whole can still outweigh the layer's input (short clips at small
-# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Within `lean_kernels()` such
-# a call makes the kernel again for every block, one tap and POINT_GROUP transform points at a
-# time, beside LEAN_WORKSPACE_BYTES blocks: 40 instead of 102 MB over its input at 17x128x128,
-# every input point still read once per tap (output-channel slices would read it once per
-# slice), at 1.11-1.4x the call's time (`benchmarks/winograd_kernel_slices.py`).
-POINT_GROUP = 6
-LEAN_WORKSPACE_BYTES = 12 * 2**20
+# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call goes by transform
+# columns (`_convolve_by_columns`): 44 instead of 102 MB over its input at 17x128x128, and no
+# slower (258 vs 269 ms: the whole kernel's fresh 61 MB paid its page faults on every call).
+# Session 6 made the kernel again per block, 6 points and one tap at a time: 40 MB, 1.11-1.4x the time.
+# False keeps such kernels whole too (for `benchmarks/winograd_kernel_slices.py` to compare).
+BY_COLUMNS = True
+# Output of one product of the kernel transform. One product per tap over the whole kernel ran at
+# a quarter of the memory's speed (53 ms for 384 channels, 243 for 768, into a warm buffer); a few
+# output channels at a time (a cached slice of the weight) took 16-18 and 70-75.
+KERNEL_TRANSFORM_CHUNK_BYTES = 4 * 2**20
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
 _INPUT = torch.tensor(  # B^T (6, 6): input tile -> transform domain
@@ -113,9 +117,11 @@ _OUTPUT = torch.tensor(  # A^T (4, 6): transform domain -> output tile
 
 # G (x) G as a (36, 9) operator: point (b, a) of slice w is sum_hw G[a, h] w[h, w] G[b, w].
 _KERNEL_9_TO_36 = torch.einsum("ah,bw->bahw", _KERNEL, _KERNEL).reshape(36, 9)
+# B^T (x) B^T as 36 stencils over a 6x6 tile, ordered [b][a] like the kernel's points: one 2D
+# convolution of stride 4 makes a point for every tile, tile d giving sum_ij B^T[a, i] d[i, j] B^T[b, j].
+_INPUT_STENCILS = torch.einsum("ai,bj->baij", _INPUT, _INPUT).reshape(36, 1, WINDOW, WINDOW)
 
 _ENABLED: ContextVar[bool] = ContextVar("wfvae_winograd_enabled", default=True)
-_LEAN: ContextVar[bool] = ContextVar("wfvae_winograd_lean", default=False)
 
 
 @contextmanager
@@ -126,21 +132,6 @@ def direct_convolution() -> Iterator[None]:
         yield
     finally:
         _ENABLED.reset(token)
-
-
-@contextmanager
-def lean_kernels() -> Iterator[None]:
-    """Within this block a transformed kernel that outweighs its input is never held whole.
-
-    For short clips at small sides: the L encoder's tensor peak at 17x128x128 falls from 136 to
-    85 MB (0.73x of the official code's) for about 5% more encode time in fresh processes
-    (`benchmarks/README.md`). Larger clips are unchanged: their inputs outweigh the kernels.
-    """
-    token = _LEAN.set(True)
-    try:
-        yield
-    finally:
-        _LEAN.reset(token)
 
 
 def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
@@ -178,16 +169,20 @@ def transform_kernel(weight: Tensor, out: Tensor | None = None) -> Tensor:
     the input's.
 
     Each tap's slices are read in place (a (C_out * C_in, 9) view of the weight, rows k * 9 apart)
-    and written in place (rows of `out`, a tap apart): no transposed copy of the weight.
+    and written in place (rows of `out`, a tap apart): no transposed copy of the weight. They go
+    a few output channels at a time (`KERNEL_TRANSFORM_CHUNK_BYTES` of output per product).
     `out`: a flat tensor of at least 36 x C_out*k*C_in elements to reuse.
     """
     c_out, c_in, k = weight.shape[:3]
     n = c_out * k * c_in
     points = (weight.new_empty(36 * n) if out is None else out[: 36 * n]).view(36, k, c_out, c_in)
     operator = _KERNEL_9_TO_36.to(weight.dtype)
+    rows = max(1, KERNEL_TRANSFORM_CHUNK_BYTES // (36 * c_in * weight.element_size()))
     for tap in range(k):
-        slices = weight[:, :, tap].reshape(c_out * c_in, 9)  # a view: (C_out, C_in) merge
-        torch.mm(operator, slices.T, out=points[:, tap].view(36, c_out * c_in))
+        for first in range(0, c_out, rows):
+            last = min(c_out, first + rows)
+            slices = weight[first:last, :, tap].reshape((last - first) * c_in, 9)  # a view
+            torch.mm(operator, slices.T, out=points[:, tap, first:last].view(36, (last - first) * c_in))
     return points
 
 
@@ -205,27 +200,25 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
         return frames.new_empty((b, c_out, 0, h, w))
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
     out = frames.new_empty((b, c_out, t_out, tiles_h, TILE, tiles_w, TILE))  # tiles, then cropped
+    kernel_bytes = 4 * 36 * k * c_in * c_out
+    keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
+    if BY_COLUMNS and keeps_kernel and kernel_bytes > frames.numel() * frames.element_size():
+        _convolve_by_columns(frames, weight, out)  # buffers a fraction of the input's: no blocks
+        return _finish(out, bias, h, w)
     # Blocks of the transformed input: bands of tile rows over all frames (tiles do not overlap in
     # the transform domain, so bands cost nothing extra); only a clip too long for one tile row
     # is also cut in time, which transforms k - 1 frames twice at each cut.
-    kernel_bytes = 4 * 36 * k * c_in * c_out
-    keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
-    by_points = _LEAN.get() and keeps_kernel and kernel_bytes > frames.numel() * frames.element_size()
     if workspace_bytes is None:
-        workspace_bytes = (LEAN_WORKSPACE_BYTES if by_points else
-                           KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES)
+        workspace_bytes = KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES
     row_bytes = 4 * 36 * b * c_in * tiles_w  # one tile row of one frame
     frames_per_block = min(t_out, max(1, workspace_bytes // row_bytes - (k - 1)))
     rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
     blocks = [(t0, min(t_out, t0 + frames_per_block), r0, min(tiles_h, r0 + rows_per_band))
               for t0 in range(0, t_out, frames_per_block) for r0 in range(0, tiles_h, rows_per_band)]
     # Transformed kernels are 4x the weights: made once per call where they are small (up to
-    # 64 MB: 384 channels, 3 taps) and the input is no smaller (else `_convolve_by_points`), else a
-    # slice of output channels at a time, per block (bounded memory, and buffers small enough for
-    # the allocator to reuse).
-    if by_points:
-        _convolve_by_points(frames, weight, blocks, tiles_w, out)
-        return _finish(out, bias, h, w)
+    # 64 MB: 384 channels, 3 taps) and the input is no smaller (else `_convolve_by_columns`, above),
+    # else a slice of output channels at a time, per block (bounded memory, and buffers small
+    # enough for the allocator to reuse).
     whole_kernel = None
     if len(blocks) > 1 and keeps_kernel:
         whole_kernel = transform_kernel(weight)  # (36, k, C_out, C_in)
@@ -248,33 +241,58 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     return _finish(out, bias, h, w)
 
 
-def _convolve_by_points(frames: Tensor, weight: Tensor, blocks: list[tuple[int, int, int, int]],
-                        tiles_w: int, out: Tensor) -> None:
-    """The blocks' convolution into the tiled `out`, the kernel made again for every block, one
-    tap and `POINT_GROUP` transform points at a time: two small buffers instead of the kernel."""
-    c_out, c_in, k = weight.shape[:3]
+def _convolve_by_columns(frames: Tensor, weight: Tensor, out: Tensor) -> None:
+    """The convolution into the tiled `out` (B, C_out, T_out, tiles_h, 4, tiles_w, 4), one column
+    b of the 6x6 transform at a time: the 6 input points (b, a) of every tile, the 6 kernel
+    points (b, a) of every tap, their products, and A^T m A's terms of column b added into `out`.
+
+    Every buffer is 6/36 of the whole call's (the kernel's: 6 of 36 points for all taps), and
+    each point is made once: the input and the weight are read once per column.
+    """
+    b, c_in, t, h, w = frames.shape
+    c_out, _, k = weight.shape[:3]
+    t_out = t - k + 1
+    tiles_h, tiles_w = out.shape[3], out.shape[5]
+    n = tiles_h * tiles_w
+    images = frames.reshape(b * c_in * t, 1, h, w)
+    if (h, w) != (TILE * tiles_h, TILE * tiles_w):  # the last tiles reach past the image
+        images = F.pad(images, (0, TILE * tiles_w - w, 0, TILE * tiles_h - h))
+    stencils = _INPUT_STENCILS.to(frames.dtype)
     operator = _KERNEL_9_TO_36.to(weight.dtype)
-    tap_slices = weight.new_empty((9, c_out * c_in))  # one tap's 3x3 slices, read whole by each group
-    kernel = weight.new_empty((POINT_GROUP, c_out, c_in))
-    for t0, t1, r0, r1 in blocks:
-        points = _input_points(frames[:, :, t0 : t1 + k - 1], r0, r1, tiles_w)  # (36, B, C_in, t, n)
-        b, n, t_out = points.shape[1], points.shape[-1], t1 - t0
-        products = points.new_empty((36, b, c_out, t_out * n))
-        for tap in range(k):
-            tap_slices.copy_(weight[:, :, tap].reshape(c_out * c_in, 9).T)
-            for first in range(0, 36, POINT_GROUP):
-                group = slice(first, first + POINT_GROUP)
-                torch.mm(operator[group], tap_slices, out=kernel.view(POINT_GROUP, c_out * c_in))
-                for i in range(b):
-                    # Frames tap..tap+t_out of (C_in, T, n): a strided (C_in, t_out*n) matrix, no copy.
-                    inputs = points[group, i, :, tap : tap + t_out].reshape(POINT_GROUP, c_in, t_out * n)
-                    if tap == 0:
-                        torch.bmm(kernel, inputs, out=products[group, i])
-                    else:
-                        products[group, i].baddbmm_(kernel, inputs)
-        del points, inputs  # (a view of points) before the output transform's buffers
-        _output_tiles(products.view(36, b, c_out, t_out, n), out[:, :, t0:t1, r0:r1])
-        del products
+    output = _OUTPUT.to(frames.dtype)
+    weight_rows = weight.reshape(c_out, c_in * k * 9)  # per (C_out, C_in): taps, then the 3x3 slice
+    rows = max(1, KERNEL_TRANSFORM_CHUNK_BYTES // (WINDOW * k * c_in * weight.element_size()))
+    points = frames.new_empty((WINDOW, b, c_in, t, n))  # [a]
+    kernel = weight.new_empty((k, WINDOW, c_out, c_in))  # [tap][a]
+    products = frames.new_empty((WINDOW, b, c_out, t_out * n))  # [a]
+    column = frames.new_empty((TILE, b, c_out, t_out, tiles_h, tiles_w))  # A^T m over a, for column b
+    out.zero_()
+    tiles = out.permute(6, 4, 0, 1, 2, 3, 5)  # [x][y]: (B, C_out, T_out, tiles_h, tiles_w) each
+    for col in range(WINDOW):
+        group = slice(WINDOW * col, WINDOW * (col + 1))
+        made = F.conv2d(images, stencils[group], stride=TILE, padding=1)  # (B C_in T, 6, tiles_h, tiles_w)
+        points.view(WINDOW, -1, tiles_h, tiles_w).copy_(made.transpose(0, 1))
+        del made
+        # All taps of these points in one product: a block-diagonal operator over a weight row's
+        # k 3x3 slices, a few output channels at a time (the weight read once, from cache).
+        per_tap = torch.block_diag(*[operator[group]] * k)  # (k * 6, k * 9)
+        flat = kernel.view(k * WINDOW, c_out * c_in)
+        for first in range(0, c_out, rows):
+            last = min(c_out, first + rows)
+            torch.mm(per_tap, weight_rows[first:last].reshape(-1, k * 9).T, out=flat[:, first * c_in : last * c_in])
+        for i in range(b):
+            for tap in range(k):
+                # Frames tap..tap+t_out of (C_in, T, n): a strided (C_in, t_out*n) matrix, no copy.
+                inputs = points[:, i, :, tap : tap + t_out].reshape(WINDOW, c_in, t_out * n)
+                if tap == 0:
+                    torch.bmm(kernel[tap], inputs, out=products[:, i])
+                else:
+                    products[:, i].baddbmm_(kernel[tap], inputs)
+        torch.mm(output, products.view(WINDOW, -1), out=column.view(TILE, -1))
+        for x in range(TILE):
+            weight_x = float(_OUTPUT[x, col])
+            if weight_x:
+                tiles[x].add_(column, alpha=weight_x)
 
 
 def _finish(out: Tensor, bias: Tensor | None, h: int, w: int) -> Tensor:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,54 +66,57 @@ def test_kernel_slices_sharing_one_buffer_match_direct(monkeypatch, workspace_by
     assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
 
 
-def _spy_on_points_path(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the calls that make their kernel by transform points."""
+def _spy_on_columns_path(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls that go one transform column at a time."""
     calls: list[int] = []
-    by_points = winograd._convolve_by_points
+    by_columns = winograd._convolve_by_columns
 
     def counting(*args: object) -> None:
         calls.append(1)
-        by_points(*args)
+        by_columns(*args)
 
-    monkeypatch.setattr(winograd, "_convolve_by_points", counting)
+    monkeypatch.setattr(winograd, "_convolve_by_columns", counting)
     return calls
 
 
 @pytest.mark.parametrize(
-    ("batch", "frames", "height", "width", "workspace_bytes"),
-    [(1, 6, 20, 20, 4096), (2, 4, 13, 18, 1), (1, 3, 9, 9, 1 << 26)],  # many blocks, or one
+    ("batch", "taps", "frames", "height", "width"),
+    [(1, 3, 6, 20, 20), (2, 3, 4, 13, 18), (1, 3, 3, 9, 9), (2, 1, 5, 7, 10), (1, 3, 5, 16, 12)],
 )
-def test_kernel_made_by_points_matches_direct(
-    monkeypatch: pytest.MonkeyPatch, batch: int, frames: int, height: int, width: int, workspace_bytes: int
+def test_convolution_by_transform_columns_matches_direct(
+    monkeypatch: pytest.MonkeyPatch, batch: int, taps: int, frames: int, height: int, width: int
 ) -> None:
-    # The transformed kernel (36 x 3 x 32 x 32 floats, 442 KB) outweighs each input here, so it is
-    # made for every block, one tap and POINT_GROUP points at a time.
-    c, taps = 32, 3
-    calls = _spy_on_points_path(monkeypatch)
+    # The transformed kernel (36 x taps x 32 x 32 floats, 147 or 442 KB) outweighs each input
+    # here, so the call goes one column of the transform at a time; odd sides pad the images.
+    c = 32
+    calls = _spy_on_columns_path(monkeypatch)
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(batch, c, frames, height, width, generator=gen)
     weight = torch.randn(c, c, taps, 3, 3, generator=gen) / (c * taps * 9) ** 0.5
     bias = torch.randn(c, generator=gen)
     assert 4 * 36 * taps * c * c > x.numel() * 4
     expected = _direct_float64(x, weight, bias)
-    with torch.inference_mode(), winograd.lean_kernels():
-        got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, bias)
     assert calls == [1]
     assert got.shape == expected.shape and got.is_contiguous()
     assert (got.double() - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
 
 
-@pytest.mark.parametrize(("lean", "frames", "by_points"), [(True, 8, True), (True, 16, False), (False, 8, False)])
-def test_kernel_goes_by_points_only_when_lean_and_larger_than_its_input(
-    monkeypatch: pytest.MonkeyPatch, lean: bool, frames: int, by_points: bool
+@pytest.mark.parametrize(("frames", "kept", "by_columns"), [(8, True, True), (16, True, False), (8, False, False)])
+def test_goes_by_columns_only_for_a_kept_kernel_larger_than_its_input(
+    monkeypatch: pytest.MonkeyPatch, frames: int, kept: bool, by_columns: bool
 ) -> None:
     c = 32  # kernel: 442 KB transformed; input: 32 KB a frame
-    calls = _spy_on_points_path(monkeypatch)
+    if not kept:  # too large to keep whole: slices of output channels
+        monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4 * 36 * 3 * c * 2)
+    calls = _spy_on_columns_path(monkeypatch)
     x = torch.randn(1, c, frames, 16, 16)
     weight = torch.randn(c, c, 3, 3, 3)
-    with torch.inference_mode(), (winograd.lean_kernels() if lean else contextlib.nullcontext()):
-        winograd_conv3d(x, weight, None, workspace_bytes=4096)
-    assert bool(calls) is by_points
+    with torch.inference_mode():
+        got = winograd_conv3d(x, weight, None, workspace_bytes=4096)
+    assert bool(calls) is by_columns
+    assert (got.double() - _direct_float64(x, weight, None)).abs().max() < 1e-4 * got.abs().max().item()
 
 
 def test_strided_input_and_wide_layer_match_direct() -> None:
@@ -170,29 +171,24 @@ def winograd_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(winograd, "MIN_COLUMNS", 0)
 
 
+@pytest.mark.parametrize("kernels", ["default", "sliced"])
 @pytest.mark.parametrize("case", [0, 1, 2])
 def test_model_on_winograd_reproduces_the_official_reference(
-    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], case: int
+    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor],
+    monkeypatch: pytest.MonkeyPatch, case: int, kernels: str,
 ) -> None:
+    # By default the tiny model's kernels outweigh its inputs (the transform-columns path);
+    # kernels too large to keep go in slices of output channels through input blocks instead.
+    if kernels == "sliced":
+        monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4096)
+    calls = _spy_on_columns_path(monkeypatch)
     x = parity_cases[f"case{case}.input"]
     with torch.inference_mode():
         posterior = tiny_vae.encode(x)
         decoded = tiny_vae.decode(posterior.mean)
+    assert bool(calls) is (kernels == "default")
     assert (posterior.moments - parity_cases[f"case{case}.moments"]).abs().max() < PARITY_TOL
     assert (decoded - parity_cases[f"case{case}.decoded"]).abs().max() < PARITY_TOL
-
-
-def test_model_with_lean_kernels_reproduces_the_official_reference(
-    winograd_everywhere: None, tiny_vae: WFVAE, parity_cases: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = _spy_on_points_path(monkeypatch)
-    x = parity_cases["case0.input"]
-    with torch.inference_mode(), winograd.lean_kernels():
-        posterior = tiny_vae.encode(x)
-        decoded = tiny_vae.decode(posterior.mean)
-    assert calls, "no layer of the tiny model made its kernel by transform points"
-    assert (posterior.moments - parity_cases["case0.moments"]).abs().max() < PARITY_TOL
-    assert (decoded - parity_cases["case0.decoded"]).abs().max() < PARITY_TOL
 
 
 def test_model_on_winograd_counts_its_winograd_layers(
