@@ -7,9 +7,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import frame_slabs
 from .causal import CausalContext
 from .config import WFVAEConfig
-from .frame_slabs import frames_per_slab, map_frame_slabs
+from .frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
 from .layers import (
     CausalConv3d,
     ChannelNorm,
@@ -103,10 +104,19 @@ class Encoder(nn.Module):
 
     def _level1(self, coeffs: Tensor) -> Tensor:
         """(B, 24, t, H/2, W/2) -> (B, base, t, H/4, W/4), every frame on its own."""
-        hidden = coeffs
-        for layer in self.down1:
-            hidden = layer(hidden)
-        return hidden
+        hidden = self.down1[0](coeffs)
+        for block in self.down1[1:-1]:
+            hidden = self._level1_block(block, hidden)
+        return self.down1[-1](hidden)
+
+    def _level1_block(self, block: ResnetBlock2D, hidden: Tensor) -> Tensor:
+        """`block(hidden)`. In inference on CPUs, written over `hidden` (made by this level, read
+        by no one else) `RESIDUAL_SLAB_BYTES` at a time: the block then holds one activation and a
+        few frames, where a new output beside the body's two activations made three."""
+        if hidden.requires_grad or block.nin_shortcut is not None or hidden.device.type != "cpu":
+            return block(hidden)
+        frame_bytes = hidden[:, :, :1].numel() * hidden.element_size()
+        return add_frame_slabs_(block.residual, hidden, frames_per_slab(frame_bytes, frame_slabs.RESIDUAL_SLAB_BYTES))
 
     def _empty(self, x: Tensor, h: int, w: int) -> EncoderOutput:
         b = x.shape[0]

@@ -4,6 +4,10 @@ A stack of 2D layers (per-frame convolutions and norms) treats every frame alone
 on a few frames at a time. The encoder's level 1 is such a stack, at the widest activations of
 the model (base channels at half the input's side): for a 33x256x256 clip each of its tensors
 is 204 MB, and a residual block holds three of them. In slabs they exist a slab at a time.
+
+Within a slab a residual block can go further: its output replaces its input a few frames at a
+time (`add_frame_slabs_`), so it holds its input and a few frames' activations, not input, output
+and a full-size activation beside them.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-__all__ = ["SLAB_BYTES", "frames_per_slab", "map_frame_slabs"]
+__all__ = ["RESIDUAL_SLAB_BYTES", "SLAB_BYTES", "add_frame_slabs_", "frames_per_slab", "map_frame_slabs"]
 
 # One activation of a slab. 32 MB keeps a slab's tensors in the range the allocator reuses
 # (and a 17x128x128 clip, 28 MB per activation, in one slab: small clips run as before).
 SLAB_BYTES = 32 * 2**20
+# One activation of a residual block's in-place slab (`add_frame_slabs_`).
+RESIDUAL_SLAB_BYTES = 8 * 2**20
 
 
 def frames_per_slab(frame_bytes: int, slab_bytes: int | None = None) -> int:
@@ -49,3 +55,24 @@ def map_frame_slabs(fn: Callable[[Tensor], Tensor], x: Tensor, frames: int) -> T
         del y  # before the next slab's activations
     assert out is not None
     return out
+
+
+def add_frame_slabs_(fn: Callable[[Tensor], Tensor], x: Tensor, frames: int) -> Tensor:
+    """`x += fn(x)` in place, `frames` frames at a time, for a per-frame `fn` that keeps the shape
+    (a residual block's body): returns `x`.
+
+    A slab's result depends on that slab's frames only, and they are overwritten only once it is
+    made, so later slabs still read the input. `x` must be the caller's own tensor, outside autograd.
+    """
+    if frames < 1:
+        raise ValueError(f"frames per slab must be positive, got {frames}")
+    if x.requires_grad:
+        raise ValueError("an in-place residual cannot run under autograd: call the block instead")
+    for start in range(0, x.shape[2], frames):
+        slab = x[:, :, start : start + frames]
+        y = fn(slab)
+        if y.shape != slab.shape:
+            raise ValueError(f"a residual body must keep the slab's shape: {tuple(slab.shape)} -> {tuple(y.shape)}")
+        slab.add_(y)
+        del y  # before the next slab's activations
+    return x

@@ -177,10 +177,14 @@ class ResnetBlock2D(nn.Module):
         self.nin_shortcut = FrameConv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: Tensor) -> Tensor:
-        # conv1's output lives only until norm2 has read it, not through conv2.
-        h = self.conv2(self.dropout(self.norm2(self.conv1(self.norm1(x, act=True)), act=True)))
         shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x)
-        return _add(h, shortcut)
+        return _add(self.residual(x), shortcut)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """The block's output less its shortcut, frame by frame (the encoder adds it to its input
+        in place, `frame_slabs.add_frame_slabs_`)."""
+        # conv1's output lives only until norm2 has read it, not through conv2.
+        return self.conv2(self.dropout(self.norm2(self.conv1(self.norm1(x, act=True)), act=True)))
 
 
 class ResnetBlock3D(nn.Module):

@@ -7,7 +7,7 @@ import torch
 from training_helpers import tiny_model_config
 
 from model import WFVAE, WFVAEConfig, frame_slabs
-from model.frame_slabs import frames_per_slab, map_frame_slabs
+from model.frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
 from model.tensor_memory import peak_live_bytes
 
 PARITY_TOL = 1e-4
@@ -98,3 +98,40 @@ def test_level1_peak_is_a_slab_not_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
     assert (sliced - whole).abs().max() < 1e-5
     assert sliced_peak <= whole_peak - activation, (
         f"encoder peak {sliced_peak / activation:.2f} vs whole-clip level 1 {whole_peak / activation:.2f} activations")
+
+
+def test_level1_blocks_overwrite_their_input_a_few_frames_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    encoder = WFVAE(_small_config()).eval().encoder
+    coeffs = torch.randn(1, 24, 9, 32, 32, generator=torch.Generator().manual_seed(2))
+    block = encoder.down1[1]
+    with torch.inference_mode():
+        hidden = encoder.down1[0](coeffs)
+        activation = hidden.numel() * hidden.element_size()
+        expected_block = block(hidden)
+        reference = encoder.down1[-1](encoder.down1[2](expected_block))  # the layers one by one
+        block_peak = peak_live_bytes(lambda: block(hidden))
+        for frames in (1, 4, 9):  # 4 leaves a last slab of one frame
+            own = hidden.clone()
+            got = add_frame_slabs_(block.residual, own, frames)
+            assert got.data_ptr() == own.data_ptr()  # written over its input
+            assert (got - expected_block).abs().max() < 1e-5, frames
+        scratch = hidden.clone()
+        slab_peak = peak_live_bytes(lambda: add_frame_slabs_(block.residual, scratch, 1))
+        monkeypatch.setattr(frame_slabs, "RESIDUAL_SLAB_BYTES", activation // 9)  # one frame a slab
+        level1 = encoder._level1(coeffs)
+    assert (level1 - reference).abs().max() < 1e-5
+    # A new output beside the body's activations: 2+ activations. In place, one frame at a time:
+    # the body's activations of one frame (and the convolutions' copies of their slab input).
+    assert block_peak >= 2 * activation, f"block: {block_peak / activation:.2f} activations"
+    assert slab_peak <= 0.6 * activation, f"in place: {slab_peak / activation:.2f} activations"
+
+
+def test_in_place_residual_refuses_autograd_and_shape_changes() -> None:
+    x = torch.zeros(1, 2, 4, 3, 3)
+    with pytest.raises(ValueError, match="frames per slab must be positive"):
+        add_frame_slabs_(lambda v: v, x, 0)
+    with pytest.raises(ValueError, match="must keep the slab's shape"):
+        add_frame_slabs_(lambda v: v[:, :1], x, 2)
+    with pytest.raises(ValueError, match="cannot run under autograd"):
+        add_frame_slabs_(lambda v: v, x.clone().requires_grad_(True), 2)
