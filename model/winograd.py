@@ -39,6 +39,7 @@ __all__ = [
     "BY_COLUMNS",
     "KEPT_KERNEL_WORKSPACE_BYTES",
     "KERNEL_TRANSFORM_CHUNK_BYTES",
+    "STENCIL_CHUNK_BYTES",
     "MIN_CHANNELS",
     "MIN_COLUMNS",
     "MIN_FRAME_CHANNELS",
@@ -81,6 +82,7 @@ BY_COLUMNS = True
 # a quarter of the memory's speed (53 ms for 384 channels, 243 for 768, into a warm buffer); a few
 # output channels at a time (a cached slice of the weight) took 16-18 and 70-75.
 KERNEL_TRANSFORM_CHUNK_BYTES = 4 * 2**20
+STENCIL_CHUNK_BYTES = 2**20  # input points made by one stencil convolution, before their copy
 
 # Transform matrices for interpolation points 0, 1, -1, 2, -2 and infinity (float64; cast per call).
 _INPUT = torch.tensor(  # B^T (6, 6): input tile -> transform domain
@@ -255,13 +257,15 @@ def _convolve_by_columns(frames: Tensor, weight: Tensor, out: Tensor) -> None:
     tiles_h, tiles_w = out.shape[3], out.shape[5]
     n = tiles_h * tiles_w
     images = frames.reshape(b * c_in * t, 1, h, w)
-    if (h, w) != (TILE * tiles_h, TILE * tiles_w):  # the last tiles reach past the image
-        images = F.pad(images, (0, TILE * tiles_w - w, 0, TILE * tiles_h - h))
+    reach = (0, TILE * tiles_w - w, 0, TILE * tiles_h - h)  # where the last tiles reach past the image
     stencils = _INPUT_STENCILS.to(frames.dtype)
     operator = _KERNEL_9_TO_36.to(weight.dtype)
     output = _OUTPUT.to(frames.dtype)
     weight_rows = weight.reshape(c_out, c_in * k * 9)  # per (C_out, C_in): taps, then the 3x3 slice
     rows = max(1, KERNEL_TRANSFORM_CHUNK_BYTES // (WINDOW * k * c_in * weight.element_size()))
+    # The stencils' output is laid out [image][a]: made STENCIL_CHUNK_BYTES at a time (with the
+    # images' padding, if any), then copied to [a][image].
+    images_per_chunk = max(1, STENCIL_CHUNK_BYTES // (WINDOW * n * frames.element_size()))
     points = frames.new_empty((WINDOW, b, c_in, t, n))  # [a]
     kernel = weight.new_empty((k, WINDOW, c_out, c_in))  # [tap][a]
     products = frames.new_empty((WINDOW, b, c_out, t_out * n))  # [a]
@@ -270,8 +274,10 @@ def _convolve_by_columns(frames: Tensor, weight: Tensor, out: Tensor) -> None:
     tiles = out.permute(6, 4, 0, 1, 2, 3, 5)  # [x][y]: (B, C_out, T_out, tiles_h, tiles_w) each
     for col in range(WINDOW):
         group = slice(WINDOW * col, WINDOW * (col + 1))
-        made = F.conv2d(images, stencils[group], stride=TILE, padding=1)  # (B C_in T, 6, tiles_h, tiles_w)
-        points.view(WINDOW, -1, tiles_h, tiles_w).copy_(made.transpose(0, 1))
+        for first in range(0, images.shape[0], images_per_chunk):  # (B C_in T, 6, tiles_h, tiles_w) each
+            chunk = images[first : first + images_per_chunk]
+            made = F.conv2d(F.pad(chunk, reach) if any(reach) else chunk, stencils[group], stride=TILE, padding=1)
+            points.view(WINDOW, -1, tiles_h, tiles_w)[:, first : first + made.shape[0]].copy_(made.transpose(0, 1))
         del made
         # All taps of these points in one product: a block-diagonal operator over a weight row's
         # k 3x3 slices, a few output channels at a time (the weight read once, from cache).
