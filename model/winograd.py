@@ -73,8 +73,8 @@ KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
 KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
 # A kernel small enough to keep whole can still outweigh the layer's input (short clips at small
 # sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call goes by transform
-# columns (`_convolve_by_columns`): 44 instead of 102 MB over its input at 17x128x128, and no
-# slower (258 vs 269 ms: the whole kernel's fresh 61 MB paid its page faults on every call).
+# columns (`_convolve_by_columns`): 40 instead of 102 MB over its input at 17x128x128, and as
+# fast (194-287 vs 215-265 ms: the whole kernel's fresh 61 MB paid page faults on every call).
 # Session 6 made the kernel again per block, 6 points and one tap at a time: 40 MB, 1.11-1.4x the time.
 # False keeps such kernels whole too (for `benchmarks/winograd_kernel_slices.py` to compare).
 BY_COLUMNS = True
@@ -267,8 +267,7 @@ def _convolve_by_columns(frames: Tensor, weight: Tensor, out: Tensor) -> None:
     # images' padding, if any), then copied to [a][image].
     images_per_chunk = max(1, STENCIL_CHUNK_BYTES // (WINDOW * n * frames.element_size()))
     points = frames.new_empty((WINDOW, b, c_in, t, n))  # [a]
-    kernel = weight.new_empty((k, WINDOW, c_out, c_in))  # [tap][a]
-    products = frames.new_empty((WINDOW, b, c_out, t_out * n))  # [a]
+    kernel = weight.new_empty((WINDOW, k, c_out, c_in))  # [a][tap]
     column = frames.new_empty((TILE, b, c_out, t_out, tiles_h, tiles_w))  # A^T m over a, for column b
     out.zero_()
     tiles = out.permute(6, 4, 0, 1, 2, 3, 5)  # [x][y]: (B, C_out, T_out, tiles_h, tiles_w) each
@@ -279,22 +278,20 @@ def _convolve_by_columns(frames: Tensor, weight: Tensor, out: Tensor) -> None:
             made = F.conv2d(F.pad(chunk, reach) if any(reach) else chunk, stencils[group], stride=TILE, padding=1)
             points.view(WINDOW, -1, tiles_h, tiles_w)[:, first : first + made.shape[0]].copy_(made.transpose(0, 1))
         del made
-        # All taps of these points in one product: a block-diagonal operator over a weight row's
-        # k 3x3 slices, a few output channels at a time (the weight read once, from cache).
-        per_tap = torch.block_diag(*[operator[group]] * k)  # (k * 6, k * 9)
-        flat = kernel.view(k * WINDOW, c_out * c_in)
+        # All taps of these points in one product: an operator over a weight row's k 3x3 slices
+        # (row (a, tap) reads tap's slice), a few output channels at a time (the weight read
+        # once, from cache).
+        per_tap = operator.new_zeros((WINDOW, k, k, 9))  # [a][tap] x [tap'][slice]
+        for tap in range(k):
+            per_tap[:, tap, tap] = operator[group]
+        flat = kernel.view(WINDOW * k, c_out * c_in)
         for first in range(0, c_out, rows):
             last = min(c_out, first + rows)
-            torch.mm(per_tap, weight_rows[first:last].reshape(-1, k * 9).T, out=flat[:, first * c_in : last * c_in])
-        for i in range(b):
-            for tap in range(k):
-                # Frames tap..tap+t_out of (C_in, T, n): a strided (C_in, t_out*n) matrix, no copy.
-                inputs = points[:, i, :, tap : tap + t_out].reshape(WINDOW, c_in, t_out * n)
-                if tap == 0:
-                    torch.bmm(kernel[tap], inputs, out=products[:, i])
-                else:
-                    products[:, i].baddbmm_(kernel[tap], inputs)
+            torch.mm(per_tap.view(WINDOW * k, k * 9), weight_rows[first:last].reshape(-1, k * 9).T,
+                     out=flat[:, first * c_in : last * c_in])
+        products = _products(points, kernel, t_out)  # (6, B, C_out, t_out, n)
         torch.mm(output, products.view(WINDOW, -1), out=column.view(TILE, -1))
+        del products
         for x in range(TILE):
             weight_x = float(_OUTPUT[x, col])
             if weight_x:
@@ -337,17 +334,19 @@ def _input_points(frames: Tensor, first_row: int, last_row: int, tiles_w: int) -
 
 
 def _products(points: Tensor, kernel: Tensor, t_out: int) -> Tensor:
-    """The convolution in the transform domain: per point, sum over taps of (C_out, C_in) @ (C_in, t*n)."""
-    _, b, c_in, _, n = points.shape
+    """The convolution in the transform domain: per point, sum over taps of (C_out, C_in) @ (C_in, t*n).
+
+    points: (P, B, C_in, T, n); kernel: (P, k, C_out, C_in), for the same P points."""
+    n_points, b, c_in, _, n = points.shape
     k, c_out = kernel.shape[1], kernel.shape[2]
-    products = points.new_empty((36, b, c_out, t_out * n))
+    products = points.new_empty((n_points, b, c_out, t_out * n))
     for i in range(b):
         acc = products[:, i]
         # Frames tap..tap+t_out of (C_in, T, n) are a strided (C_in, t_out*n) matrix: no copy.
-        torch.bmm(kernel[:, 0], points[:, i, :, 0:t_out].reshape(36, c_in, t_out * n), out=acc)
+        torch.bmm(kernel[:, 0], points[:, i, :, 0:t_out].reshape(n_points, c_in, t_out * n), out=acc)
         for tap in range(1, k):
-            acc.baddbmm_(kernel[:, tap], points[:, i, :, tap : tap + t_out].reshape(36, c_in, t_out * n))
-    return products.view(36, b, c_out, t_out, n)
+            acc.baddbmm_(kernel[:, tap], points[:, i, :, tap : tap + t_out].reshape(n_points, c_in, t_out * n))
+    return products.view(n_points, b, c_out, t_out, n)
 
 
 def _output_tiles(products: Tensor, out: Tensor) -> None:
