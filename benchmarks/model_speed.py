@@ -73,15 +73,15 @@ def build_model(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
         if name == "wfvae-L-direct":
             from model.winograd import direct_convolution
 
-            def encode_in_mode(x: Any) -> Any:
+            def encode_direct(x: Any) -> Any:
                 with direct_convolution():
                     return ours.encode(x).mean
 
-            def decode_in_mode(z: Any) -> Any:
+            def decode_direct(z: Any) -> Any:
                 with direct_convolution():
                     return ours.decode(z)
 
-            return ours, encode_in_mode, decode_in_mode
+            return ours, encode_direct, decode_direct
         return ours, lambda x: ours.encode(x).mean, lambda z: ours.decode(z)
     import diffusers
 

@@ -50,12 +50,10 @@ def test_block_holds_one_window_and_one_output_at_a_time() -> None:
     assert peak <= 2.5 * activation, f"peak {peak / activation:.2f} activations"
 
 
-def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
-    # 192 channels: the transformed kernel (16 MB) is kept whole beside its larger input (19 MB),
-    # so the input goes in blocks of KEPT_KERNEL_WORKSPACE_BYTES; 32 MB blocks here would hold
-    # about 2 x 32 MB of transforms.
-    c, frames, side = 192, 6, 64
-    gen = torch.Generator().manual_seed(3)
+def _measured_winograd_call(c: int, frames: int, side: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A c-channel 3x3x3 Winograd call on (1, c, frames, side, side): input, output (checked
+    against direct convolution) and the call's peak of live tensor bytes."""
+    gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, c, frames, side, side, generator=gen)
     weight = torch.randn(c, c, 3, 3, 3, generator=gen) / (c * 27) ** 0.5
     with torch.inference_mode():
@@ -63,6 +61,15 @@ def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
         got = winograd.winograd_conv3d(x, weight, None)
         expected = F.conv3d(x, weight, padding=(0, 1, 1))
     assert (got - expected).abs().max() < 1e-3
+    return x, got, peak
+
+
+def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
+    # 192 channels: the transformed kernel (16 MB) is kept whole beside its larger input (19 MB),
+    # so the input goes in blocks of KEPT_KERNEL_WORKSPACE_BYTES; 32 MB blocks here would hold
+    # about 2 x 32 MB of transforms.
+    c = 192
+    x, got, peak = _measured_winograd_call(c, frames=6, side=64, seed=3)
     output = got.numel() * 4
     kernel = 4 * 36 * 3 * c * c
     assert kernel <= 2 * winograd.KERNEL_BLOCK_BYTES and kernel < x.numel() * 4
@@ -75,15 +82,8 @@ def test_winograd_never_holds_a_kernel_larger_than_its_input() -> None:
     # input. Kept whole, the call held 102 MB over its input. One transform column at a time it
     # holds the output and, for one column, 6 of the 36 points of the input (made a few MB at a
     # time), of the kernel and of the products, and the column's 4 output rows.
-    c, frames, side = 384, 11, 32
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(1, c, frames, side, side, generator=gen)
-    weight = torch.randn(c, c, 3, 3, 3, generator=gen) / (c * 27) ** 0.5
-    with torch.inference_mode():
-        peak = peak_live_bytes(lambda: winograd.winograd_conv3d(x, weight, None))
-        got = winograd.winograd_conv3d(x, weight, None)
-        expected = F.conv3d(x, weight, padding=(0, 1, 1))
-    assert (got - expected).abs().max() < 1e-3
+    c = 384
+    x, got, peak = _measured_winograd_call(c, frames=11, side=32, seed=5)
     kernel = 4 * 36 * 3 * c * c
     inputs, output = x.numel() * 4, got.numel() * 4
     assert kernel > inputs
