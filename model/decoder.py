@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .causal import CausalContext
+from .causal_slabs import run_block
 from .config import WFVAEConfig
 from .layers import (
     CausalConv3d,
@@ -90,12 +91,12 @@ class Decoder(nn.Module):
         if t > 0:
             hidden = self.conv_in(z, ctx)
             for layer in self.mid:
-                hidden = layer(hidden, ctx)  # (B, 4 base + flow, t, h, w)
+                hidden = _step(layer, hidden, ctx)  # (B, 4 base + flow, t, h, w)
             l2_coeffs = _run(self.connect_l2, hidden[:, -self.flow:], ctx)  # (B, 24, t, h, w)
             l2 = self.inverse_wavelet_transform_l2(l2_coeffs, ctx)  # (B, 3, ~2t, 2h, 2w)
             hidden = hidden[:, : -self.flow]
             for layer in self.up2[:-2]:
-                hidden = layer(hidden, ctx)
+                hidden = _step(layer, hidden, ctx)
         else:  # a stream's flush: nothing new, only frames held back upstream
             hidden = z.new_empty((b, 4 * self.base, 0, h, w))
             l2_coeffs = z.new_empty((b, HAAR_3D_SUBBANDS * RGB, 0, h, w))
@@ -105,7 +106,7 @@ class Decoder(nn.Module):
         if hidden.shape[2] == 0:
             empty = z.new_empty((b, RGB, 0, 8 * h, 8 * w))
             return DecoderOutput(empty, z.new_empty((b, HAAR_2D_SUBBANDS * RGB, 0, 2 * h, 2 * w)), l2_coeffs)
-        hidden = self.up2[-1](hidden, ctx)  # (B, 4 base + flow, n, 2h, 2w)
+        hidden = _step(self.up2[-1], hidden, ctx)  # (B, 4 base + flow, n, 2h, 2w)
 
         l1_coeffs = _run(self.connect_l1, hidden[:, -self.flow:], ctx)  # (B, 12, n, 2h, 2w)
         # The level-2 flow joins the level-1 low band (official WL loss compares this sum).
@@ -113,9 +114,9 @@ class Decoder(nn.Module):
         l1 = self.inverse_wavelet_transform_l1(l1_coeffs)  # (B, 3, n, 4h, 4w)
         hidden = hidden[:, : -self.flow]
         for layer in self.up1:
-            hidden = layer(hidden, ctx) if isinstance(layer, ResnetBlock3D) else layer(hidden)
+            hidden = _step(layer, hidden, ctx)
         for layer in self.layer:
-            hidden = layer(hidden, ctx)
+            hidden = _step(layer, hidden, ctx)
         hidden = self.norm_out(hidden, act=True)  # the block output is freed here, not after conv_out
         hidden = self.conv_out(hidden)  # (B, 24, n, 4h, 4w)
         hidden = torch.cat([hidden[:, LOW_BAND] + l1, hidden[:, RGB:]], dim=1)
@@ -135,5 +136,15 @@ class Decoder(nn.Module):
 def _run(layers: nn.ModuleList, x: Tensor, ctx: CausalContext) -> Tensor:
     """Residual blocks then the closing per-frame convolution of an energy-flow connection."""
     for layer in layers[:-1]:
-        x = layer(x, ctx)
+        x = _step(layer, x, ctx)
     return layers[-1](x)
+
+
+def _step(layer: nn.Module, x: Tensor, ctx: CausalContext) -> Tensor:
+    """One backbone layer. Every `x` here was made by the layer before and is read by no one
+    after, so residual blocks may run in slabs written over it (`causal_slabs.run_block`)."""
+    if isinstance(layer, ResnetBlock3D):
+        return run_block(layer, x, ctx)
+    if isinstance(layer, FrameUpsample):
+        return layer(x)
+    return layer(x, ctx)

@@ -200,6 +200,13 @@ class ResnetBlock3D(nn.Module):
         self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
+        h = self.residual(x, ctx)
+        # The shortcut is made after the body, so its output and the body's windows never meet.
+        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x, ctx)
+        return _add(h, shortcut)
+
+    def residual(self, x: Tensor, ctx: CausalContext) -> Tensor:
+        """The block's output less its shortcut (`causal_slabs` adds it to the input in place)."""
         # Each convolution's input is made straight into its causal window, and conv1's output
         # is dropped once norm2 has read it: x, one window and one output are alive at a time.
         h = self.conv1.convolve(self.conv1.window(x, ctx, self.norm1.activated_frames))
@@ -207,8 +214,7 @@ class ResnetBlock3D(nn.Module):
         del h
         h = self.conv2.convolve(window)
         del window
-        shortcut = x if self.nin_shortcut is None else self.nin_shortcut(x, ctx)
-        return _add(h, shortcut)
+        return h
 
     def _conv2_frames(self, h: Tensor, head: int) -> Tensor:
         if self.training and self.dropout.p > 0:

@@ -1,0 +1,110 @@
+"""A causal residual block run over a clip a slab of frames at a time, as a stream (paper Sec. 3.3).
+
+Causal Cache makes a chunked pass equal the whole-clip pass: each causal layer keeps the tail
+frames its next window needs. So a block may run over a clip in slabs of frames, with a stream
+state of its own for the whole clip, and give the same output while its activations (the two
+causal windows and the convolution outputs) exist only a slab at a time.
+
+Each slab's output depends on its own frames and on tails the convolutions already copied, so
+it may be written over the slab's input (`x += residual(x)`) as soon as it is made. Where the
+block changes channels, the slabs fill a fresh output instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import frame_slabs
+from .causal import CausalContext, StreamState
+from .layers import ResnetBlock3D
+
+__all__ = ["CAUSAL_SLAB_BYTES", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "slab_frames"]
+
+# A block whose widest activation fits `frame_slabs.SLAB_BYTES` runs whole: there the
+# convolutions' kernel workspace outweighs the activations, and slabs only added an output
+# buffer beside them (the decoder's 896-channel block at 9x32x32, 31.5 MiB an activation: 201
+# MiB in slabs, 179 whole). Above it, slabs of at most `CAUSAL_SLAB_BYTES` an activation, and of
+# at least `MIN_SLAB_FRAMES`: a slab's causal windows carry 2 frames more than it, so thin slabs
+# transform their inputs again and again. Single block calls, 2 threads
+# (benchmarks/causal_slabs.py; beside its input, against whole):
+# - 384 channels, 9x64x64: 3-frame slabs 105 MiB against 199, as fast (best of 8: 1957 vs
+#   1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
+# - 768 channels, 17x64x64: 3-frame slabs 227 MiB against 525, at 1.05x; 384 channels,
+#   17x128x128: 366 MiB against 955, at 1.09x. Slabs of 1 and 2 frames there made the whole
+#   33x256x256 decode 1.35x slower.
+CAUSAL_SLAB_BYTES = 24 * 2**20
+MIN_SLAB_FRAMES = 3
+
+
+def slab_frames(block: ResnetBlock3D, x: Tensor) -> int:
+    """The most frames per slab for `block` over `x`; the whole clip unless slabs can run and help.
+
+    Slabs run in CPU inference with LayerNorm, for activations over `frame_slabs.SLAB_BYTES`. On
+    GPUs the whole clip runs, as in the measured GPU figures: more and smaller kernels there have
+    not been timed.
+    """
+    t = x.shape[2]
+    if (x.device.type != "cpu" or block.training or block.norm1.norm_type != "layernorm"
+            or (torch.is_grad_enabled() and (x.requires_grad or block.conv1.conv.weight.requires_grad))):
+        return t
+    channels = max(block.conv1.conv.in_channels, block.conv2.conv.out_channels)
+    frame_bytes = channels * x.shape[0] * x.shape[3] * x.shape[4] * x.element_size()
+    if frame_bytes * t <= frame_slabs.SLAB_BYTES:
+        return t
+    return min(t, max(MIN_SLAB_FRAMES, CAUSAL_SLAB_BYTES // frame_bytes))
+
+
+def run_block(block: ResnetBlock3D, x: Tensor, ctx: CausalContext) -> Tensor:
+    """`block(x, ctx)`, in slabs where `slab_frames` says so (then written over `x` where the
+    block keeps its channels: `x` must be the caller's own)."""
+    frames = slab_frames(block, x)
+    if frames >= x.shape[2]:
+        return block(x, ctx)
+    return run_block_in_slabs(block, x, ctx, frames)
+
+
+def run_block_in_slabs(block: ResnetBlock3D, x: Tensor, ctx: CausalContext, frames: int) -> Tensor:
+    """`block(x, ctx)` in slabs of at most `frames` frames, as even as they can be (9 frames at
+    most 4 a slab go 3 + 3 + 3, not 4 + 4 + 1: no lone small call). Where the block keeps its
+    channels the result is written over `x` and returned; `x` must then be the caller's own,
+    outside autograd.
+
+    In a stream (`ctx.streaming`) the slabs go through the stream's own state; otherwise through
+    a state made for this clip and dropped after it, so the first slab is padded as the clip is.
+    """
+    if frames < 1:
+        raise ValueError(f"frames per slab must be positive, got {frames}")
+    if x.requires_grad:
+        raise ValueError("a block cannot run in slabs under autograd: call the block instead")
+    if block.norm1.norm_type != "layernorm":
+        # GroupNorm's statistics span every frame of the clip, so a slab would see other ones.
+        raise ValueError("only LayerNorm blocks can run in slabs: GroupNorm spans the whole clip")
+    keys = {block.conv1.cache_key, block.conv2.cache_key}
+    if "" in keys or len(keys) < 2:
+        raise ValueError("the block's convolutions need distinct cache keys (WFVAE names them after the modules)")
+    slab_ctx = ctx if ctx.streaming else CausalContext(StreamState(), final=ctx.final)
+    b, _, t, h, w = x.shape
+    out = x if block.nin_shortcut is None else x.new_empty((b, block.conv2.conv.out_channels, t, h, w))
+    for start, stop in even_slabs(t, frames):
+        slab = x[:, :, start:stop]  # (B, C_in, f, H, W)
+        body = block.residual(slab, slab_ctx)  # (B, C_out, f, H, W)
+        if block.nin_shortcut is None:
+            slab.add_(body)  # the tails of this slab's frames were copied: it may be overwritten
+        else:
+            out[:, :, start:stop] = body.add_(block.nin_shortcut(slab, slab_ctx))
+        del body  # before the next slab's activations
+    return out
+
+
+def even_slabs(frames: int, most: int) -> list[tuple[int, int]]:
+    """(start, stop) of the fewest slabs of at most `most` frames covering `frames`, their sizes
+    differing by one at most."""
+    count = -(-frames // most)
+    size, extra = divmod(frames, count) if frames else (0, 0)
+    bounds, start = [], 0
+    for i in range(count):
+        stop = start + size + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds

@@ -1,0 +1,157 @@
+"""Causal residual blocks run in slabs of frames, as a stream: the same result, less memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model import WFVAE, causal_slabs, frame_slabs
+from model.causal import WHOLE_CLIP, CausalContext, StreamState
+from model.causal_slabs import (
+    MIN_SLAB_FRAMES,
+    even_slabs,
+    run_block,
+    run_block_in_slabs,
+    slab_frames,
+)
+from model.layers import ResnetBlock3D
+from model.tensor_memory import peak_live_bytes
+
+PARITY_TOL = 1e-4  # as tests/model/test_parity.py
+SLAB_TOL = 1e-5  # fp32: slabs change only the convolutions' call sizes
+
+
+def _block(in_channels: int, out_channels: int, seed: int, norm_type: str = "layernorm") -> ResnetBlock3D:
+    torch.manual_seed(seed)
+    block = ResnetBlock3D(in_channels, out_channels, norm_type, 0.0).eval()
+    with torch.no_grad():  # norms away from identity, so a slab seeing other frames would show
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    block.conv1.cache_key, block.conv2.cache_key = "conv1", "conv2"
+    if block.nin_shortcut is not None:
+        block.nin_shortcut.cache_key = "nin_shortcut"
+    return block
+
+
+def _clip(channels: int, frames: int, seed: int) -> torch.Tensor:
+    return torch.randn(2, channels, frames, 6, 5, generator=torch.Generator().manual_seed(seed)) * 2 + 0.5
+
+
+@pytest.mark.parametrize("frames", [1, 2, 4, 7, 9])
+def test_slabs_written_over_the_input_equal_the_block(frames: int) -> None:
+    block, x = _block(8, 8, seed=0), _clip(8, 7, seed=1)
+    with torch.inference_mode():
+        expected = block(x.clone(), WHOLE_CLIP)
+        out = run_block_in_slabs(block, x, WHOLE_CLIP, frames)
+    assert out.data_ptr() == x.data_ptr()  # written over its input
+    assert (out - expected).abs().max() < SLAB_TOL
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_slabs_of_a_block_changing_channels_fill_a_new_output(frames: int) -> None:
+    block, x = _block(8, 4, seed=2), _clip(8, 7, seed=3)
+    original = x.clone()
+    with torch.inference_mode():
+        expected = block(x, WHOLE_CLIP)
+        out = run_block_in_slabs(block, x, WHOLE_CLIP, frames)
+    assert out.shape == expected.shape == (2, 4, 7, 6, 5)
+    assert (out - expected).abs().max() < SLAB_TOL
+    assert torch.equal(x, original)  # read only
+
+
+def test_slabs_inside_stream_chunks_equal_the_whole_clip() -> None:
+    # Chunks of 3, 1 and 5 frames, each in slabs of 2, through one stream state.
+    block, x = _block(8, 8, seed=4), _clip(8, 9, seed=5)
+    with torch.inference_mode():
+        expected = block(x.clone(), WHOLE_CLIP)
+        stream = CausalContext(StreamState(), final=False)
+        outputs = [run_block_in_slabs(block, x[:, :, a:b].clone(), stream, 2) for a, b in ((0, 3), (3, 4), (4, 9))]
+    assert (torch.cat(outputs, dim=2) - expected).abs().max() < SLAB_TOL
+
+
+def test_slabs_hold_a_slab_of_activations_beside_the_input() -> None:
+    block, x = _block(32, 32, seed=6), _clip(32, 12, seed=7)
+    activation = x.numel() * x.element_size()
+    with torch.inference_mode():
+        whole = peak_live_bytes(lambda: block(x.clone(), WHOLE_CLIP)) - activation
+        in_slabs = peak_live_bytes(lambda: run_block_in_slabs(block, x.clone(), WHOLE_CLIP, 2)) - activation
+    # Whole: a window (14 of 12 frames) and an output, 2.17 activations or more. In 2-frame
+    # slabs: windows of 4 frames, outputs of 2 and two 2-frame tails, about one in all.
+    assert whole > 2 * activation
+    assert in_slabs < 1.2 * activation
+
+
+def test_slab_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = _block(8, 8, seed=8)
+    frame = 2 * 8 * 6 * 5 * 4  # bytes of one frame of _clip(8, ...) at the block's width
+    x = _clip(8, 9, seed=9)
+    with torch.inference_mode():
+        assert slab_frames(block, x) == 9  # the clip fits frame_slabs.SLAB_BYTES: whole
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 9 * frame - 1)
+        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 5 * frame)
+        assert slab_frames(block, x) == 5
+        assert slab_frames(_block(8, 16, seed=10), x) == MIN_SLAB_FRAMES == 3  # the wider side counts
+        monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)
+        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", frame // 2)
+        assert slab_frames(block, x) == 1  # one frame even when larger
+        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 5 * frame)
+    with torch.no_grad():
+        assert slab_frames(block, x) == 5
+    # Whole where slabs cannot run or have not been measured:
+    assert slab_frames(block, x) == 9  # autograd (the weights)
+    assert slab_frames(block, x.clone().requires_grad_(True)) == 9  # autograd (the input)
+    with torch.no_grad():
+        assert slab_frames(block.train(), x) == 9  # training (dropout)
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
+        assert slab_frames(_block(32, 32, seed=11, norm_type="groupnorm"), _clip(32, 9, 12)) == 9
+
+
+def test_slabs_are_even() -> None:
+    assert even_slabs(9, 4) == [(0, 3), (3, 6), (6, 9)]  # not 4 + 4 + 1
+    assert even_slabs(17, 3) == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 15), (15, 17)]
+    assert even_slabs(5, 5) == even_slabs(5, 8) == [(0, 5)]
+    assert even_slabs(2, 1) == [(0, 1), (1, 2)]
+
+
+def test_run_block_picks_slabs_over_the_size_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    block, x = _block(8, 8, seed=13), _clip(8, 5, seed=14)
+    with torch.inference_mode():
+        expected = block(x.clone(), WHOLE_CLIP)
+        whole = x.clone()
+        assert run_block(block, whole, WHOLE_CLIP).data_ptr() != whole.data_ptr()  # small: the block
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
+        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 1)  # slabs of MIN_SLAB_FRAMES
+        sliced = x.clone()
+        out = run_block(block, sliced, WHOLE_CLIP)
+    assert out.data_ptr() == sliced.data_ptr()  # in slabs, over its input
+    assert (out - expected).abs().max() < SLAB_TOL
+
+
+def test_slab_errors() -> None:
+    block, x = _block(8, 8, seed=15), _clip(8, 3, seed=16)
+    with pytest.raises(ValueError, match="frames per slab must be positive"):
+        run_block_in_slabs(block, x, WHOLE_CLIP, 0)
+    with pytest.raises(ValueError, match="under autograd"):
+        run_block_in_slabs(block, x.clone().requires_grad_(True), WHOLE_CLIP, 1)
+    with pytest.raises(ValueError, match="GroupNorm spans the whole clip"):
+        run_block_in_slabs(_block(32, 32, seed=17, norm_type="groupnorm"), _clip(32, 3, 18), WHOLE_CLIP, 1)
+    unnamed = ResnetBlock3D(8, 8, "layernorm", 0.0).eval()
+    with pytest.raises(ValueError, match="distinct cache keys"):
+        run_block_in_slabs(unnamed, x, WHOLE_CLIP, 1)
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_model_in_one_frame_slabs_reproduces_official_moments_and_decoding(
+        tiny_vae: WFVAE, parity_cases, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)  # every causal block in slabs...
+    monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 1)
+    monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)  # ...of one frame
+    with torch.inference_mode():
+        moments = tiny_vae.encode(parity_cases[f"case{case}.input"]).moments
+        z = parity_cases[f"case{case}.moments"].chunk(2, dim=1)[0]  # the official mean
+        decoded = tiny_vae.decode(z)
+        chunked = tiny_vae.decode(z, chunk_latents=1)
+    assert (moments - parity_cases[f"case{case}.moments"]).abs().max() < PARITY_TOL
+    expected = parity_cases[f"case{case}.decoded"]
+    assert (decoded - expected).abs().max() < PARITY_TOL
+    assert (chunked - expected).abs().max() < PARITY_TOL
