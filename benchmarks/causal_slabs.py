@@ -5,7 +5,7 @@ given size (`model.causal_slabs.run_block_in_slabs`), alternating, `--reps` time
 warm-up: median and best wall time, and the call's peak tensor memory beside its input
 (`model.tensor_memory`). The default is the L decoder's 384-channel block at 64x64 for a
 17x128x128 clip (9 frames), the decoder's peak before the slabs; by default it now runs in 3 slabs
-of 3 frames (`CAUSAL_SLAB_BYTES`).
+of 3 frames (`MAX_SLABS`, `MIN_SLAB_FRAMES`).
 
     python benchmarks/causal_slabs.py --threads 2 --reps 4
     python benchmarks/causal_slabs.py --shape 384,192,9,64 --frames 3,5  # layer.0, changes channels

@@ -19,22 +19,22 @@ from . import frame_slabs
 from .causal import CausalContext, StreamState
 from .layers import ResnetBlock3D
 
-__all__ = ["CAUSAL_SLAB_BYTES", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "slab_frames"]
+__all__ = ["MAX_SLABS", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "slab_frames"]
 
 # A block whose widest activation fits `frame_slabs.SLAB_BYTES` runs whole: there the
 # convolutions' kernel workspace outweighs the activations, and slabs only added an output
 # buffer beside them (the decoder's 896-channel block at 9x32x32, 31.5 MiB an activation: 201
-# MiB in slabs, 179 whole). Above it, slabs of at most `CAUSAL_SLAB_BYTES` an activation, and of
-# at least `MIN_SLAB_FRAMES`: a slab's causal windows carry 2 frames more than it, so thin slabs
-# transform their inputs again and again. Single block calls, 2 threads
-# (benchmarks/causal_slabs.py; beside its input, against whole):
-# - 384 channels, 9x64x64: 3-frame slabs 105 MiB against 199, as fast (best of 8: 1957 vs
-#   1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
-# - 768 channels, 17x64x64: 3-frame slabs 227 MiB against 525, at 1.05x; 384 channels,
-#   17x128x128: 366 MiB against 955, at 1.09x. Slabs of 1 and 2 frames there made the whole
-#   33x256x256 decode 1.35x slower.
-CAUSAL_SLAB_BYTES = 24 * 2**20
+# MiB in slabs, 179 whole). Above it, the block runs in `MAX_SLABS` slabs of `MIN_SLAB_FRAMES`
+# or more. A slab's causal windows carry 2 frames more than it, so thin slabs transform their
+# inputs again and again (2 threads; benchmarks/causal_slabs.py, memory beside the input):
+# - 384 channels, 9x64x64 (17x128x128 decode): 3 slabs of 3 frames held 105 MiB against 199
+#   whole, as fast (best of 8: 1957 vs 1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
+# - At 33x256x256, 3-frame slabs of 17 frames cost 1.05-1.09x per block and 1.12x for the whole
+#   decode (1- and 2-frame slabs 1.35x), while 3 slabs of 5-6 frames ran as fast as whole
+#   (96.9 vs 95.8 s) with a decode peak of 1013 MiB against 1371 (978 in 3-frame slabs: the
+#   per-frame upsampler then holds the peak).
 MIN_SLAB_FRAMES = 3
+MAX_SLABS = 3
 
 
 def slab_frames(block: ResnetBlock3D, x: Tensor) -> int:
@@ -52,7 +52,7 @@ def slab_frames(block: ResnetBlock3D, x: Tensor) -> int:
     frame_bytes = channels * x.shape[0] * x.shape[3] * x.shape[4] * x.element_size()
     if frame_bytes * t <= frame_slabs.SLAB_BYTES:
         return t
-    return min(t, max(MIN_SLAB_FRAMES, CAUSAL_SLAB_BYTES // frame_bytes))
+    return min(t, max(MIN_SLAB_FRAMES, -(-t // MAX_SLABS)))
 
 
 def run_block(block: ResnetBlock3D, x: Tensor, ctx: CausalContext) -> Tensor:
@@ -65,8 +65,8 @@ def run_block(block: ResnetBlock3D, x: Tensor, ctx: CausalContext) -> Tensor:
 
 
 def run_block_in_slabs(block: ResnetBlock3D, x: Tensor, ctx: CausalContext, frames: int) -> Tensor:
-    """`block(x, ctx)` in slabs of at most `frames` frames, as even as they can be (9 frames at
-    most 4 a slab go 3 + 3 + 3, not 4 + 4 + 1: no lone small call). Where the block keeps its
+    """`block(x, ctx)` in slabs of at most `frames` frames, as even as they can be (17 frames at
+    most 6 a slab go 6 + 6 + 5; 9 at most 4 go 3 + 3 + 3, not 4 + 4 + 1: no lone small call). Where the block keeps its
     channels the result is written over `x` and returned; `x` must then be the caller's own,
     outside autograd.
 

@@ -84,20 +84,20 @@ def test_slabs_hold_a_slab_of_activations_beside_the_input() -> None:
 def test_slab_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     block = _block(8, 8, seed=8)
     frame = 2 * 8 * 6 * 5 * 4  # bytes of one frame of _clip(8, ...) at the block's width
-    x = _clip(8, 9, seed=9)
     with torch.inference_mode():
-        assert slab_frames(block, x) == 9  # the clip fits frame_slabs.SLAB_BYTES: whole
+        assert slab_frames(block, _clip(8, 9, seed=9)) == 9  # the clip fits frame_slabs.SLAB_BYTES: whole
         monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 9 * frame - 1)
-        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 5 * frame)
-        assert slab_frames(block, x) == 5
-        assert slab_frames(_block(8, 16, seed=10), x) == MIN_SLAB_FRAMES == 3  # the wider side counts
-        monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)
-        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", frame // 2)
-        assert slab_frames(block, x) == 1  # one frame even when larger
-        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 5 * frame)
-    with torch.no_grad():
-        assert slab_frames(block, x) == 5
+        assert slab_frames(block, _clip(8, 9, seed=9)) == 3  # MAX_SLABS of 3
+        assert slab_frames(block, _clip(8, 17, seed=9)) == 6  # 6 + 6 + 5
+        assert slab_frames(block, _clip(8, 8, seed=9)) == 8  # under the size threshold again
+        assert slab_frames(_block(8, 16, seed=10), _clip(8, 8, seed=9)) == 3  # the wider side counts
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
+        assert slab_frames(block, _clip(8, 5, seed=9)) == MIN_SLAB_FRAMES == 3  # 3 + 2, not 5 x 1
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 9 * frame - 1)
     # Whole where slabs cannot run or have not been measured:
+    x = _clip(8, 9, seed=9)
+    with torch.no_grad():
+        assert slab_frames(block, x) == 3
     assert slab_frames(block, x) == 9  # autograd (the weights)
     assert slab_frames(block, x.clone().requires_grad_(True)) == 9  # autograd (the input)
     with torch.no_grad():
@@ -120,7 +120,6 @@ def test_run_block_picks_slabs_over_the_size_threshold(monkeypatch: pytest.Monke
         whole = x.clone()
         assert run_block(block, whole, WHOLE_CLIP).data_ptr() != whole.data_ptr()  # small: the block
         monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
-        monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 1)  # slabs of MIN_SLAB_FRAMES
         sliced = x.clone()
         out = run_block(block, sliced, WHOLE_CLIP)
     assert out.data_ptr() == sliced.data_ptr()  # in slabs, over its input
@@ -144,7 +143,7 @@ def test_slab_errors() -> None:
 def test_model_in_one_frame_slabs_reproduces_official_moments_and_decoding(
         tiny_vae: WFVAE, parity_cases, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)  # every causal block in slabs...
-    monkeypatch.setattr(causal_slabs, "CAUSAL_SLAB_BYTES", 1)
+    monkeypatch.setattr(causal_slabs, "MAX_SLABS", 1 << 30)
     monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)  # ...of one frame
     with torch.inference_mode():
         moments = tiny_vae.encode(parity_cases[f"case{case}.input"]).moments
