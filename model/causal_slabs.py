@@ -24,8 +24,8 @@ __all__ = ["MAX_SLABS", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block
 # A block whose widest activation fits `frame_slabs.SLAB_BYTES` runs whole: there the
 # convolutions' kernel workspace outweighs the activations, and slabs only added an output
 # buffer beside them (the decoder's 896-channel block at 9x32x32, 31.5 MiB an activation: 201
-# MiB in slabs, 179 whole). Above it, the block runs in `MAX_SLABS` slabs of `MIN_SLAB_FRAMES`
-# or more. A slab's causal windows carry 2 frames more than it, so thin slabs transform their
+# MiB in slabs, 179 whole). Above it, the block runs in `MAX_SLABS` slabs, or in fewer where
+# they would be thinner than `MIN_SLAB_FRAMES`. A slab's causal windows carry 2 frames more than it, so thin slabs transform their
 # inputs again and again (2 threads; benchmarks/causal_slabs.py, memory beside the input):
 # - 384 channels, 9x64x64 (17x128x128 decode): 3 slabs of 3 frames held 105 MiB against 199
 #   whole, as fast (best of 8: 1957 vs 1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
