@@ -12,21 +12,21 @@ block changes channels, the slabs fill a fresh output instead.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import frame_slabs
 from .causal import CausalContext, StreamState
-from .layers import ResnetBlock3D
+from .layers import ResnetBlock3D, tracks_grad
 
-__all__ = ["MAX_SLABS", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "slab_frames"]
+__all__ = ["MAX_SLABS", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "run_layer", "slab_frames"]
 
 # A block whose widest activation fits `frame_slabs.SLAB_BYTES` runs whole: there the
 # convolutions' kernel workspace outweighs the activations, and slabs only added an output
 # buffer beside them (the decoder's 896-channel block at 9x32x32, 31.5 MiB an activation: 201
 # MiB in slabs, 179 whole). Above it, the block runs in `MAX_SLABS` slabs, or in fewer where
-# they would be thinner than `MIN_SLAB_FRAMES`. A slab's causal windows carry 2 frames more than it, so thin slabs transform their
-# inputs again and again (2 threads; benchmarks/causal_slabs.py, memory beside the input):
+# they would be thinner than `MIN_SLAB_FRAMES`. A slab's causal windows carry 2 frames more than
+# it, so thin slabs transform their inputs again and again (2 threads;
+# benchmarks/causal_slabs.py, memory beside the input):
 # - 384 channels, 9x64x64 (17x128x128 decode): 3 slabs of 3 frames held 105 MiB against 199
 #   whole, as fast (best of 8: 1957 vs 1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
 # - At 33x256x256, 3-frame slabs of 17 frames cost 1.05-1.09x per block and 1.12x for the whole
@@ -46,7 +46,7 @@ def slab_frames(block: ResnetBlock3D, x: Tensor) -> int:
     """
     t = x.shape[2]
     if (x.device.type != "cpu" or block.training or block.norm1.norm_type != "layernorm"
-            or (torch.is_grad_enabled() and (x.requires_grad or block.conv1.conv.weight.requires_grad))):
+            or tracks_grad(x, block.conv1.conv.weight)):
         return t
     channels = max(block.conv1.conv.in_channels, block.conv2.conv.out_channels)
     frame_bytes = channels * x.shape[0] * x.shape[3] * x.shape[4] * x.element_size()
@@ -64,11 +64,20 @@ def run_block(block: ResnetBlock3D, x: Tensor, ctx: CausalContext) -> Tensor:
     return run_block_in_slabs(block, x, ctx, frames)
 
 
+def run_layer(layer: nn.Module, x: Tensor, ctx: CausalContext) -> Tensor:
+    """One causal layer of a backbone whose every input is the layer before's own output, read by
+    no one after: residual blocks go through `run_block` (slabs written over `x`), others are
+    called with `ctx`."""
+    if isinstance(layer, ResnetBlock3D):
+        return run_block(layer, x, ctx)
+    return layer(x, ctx)
+
+
 def run_block_in_slabs(block: ResnetBlock3D, x: Tensor, ctx: CausalContext, frames: int) -> Tensor:
     """`block(x, ctx)` in slabs of at most `frames` frames, as even as they can be (17 frames at
-    most 6 a slab go 6 + 6 + 5; 9 at most 4 go 3 + 3 + 3, not 4 + 4 + 1: no lone small call). Where the block keeps its
-    channels the result is written over `x` and returned; `x` must then be the caller's own,
-    outside autograd.
+    most 6 a slab go 6 + 6 + 5; 9 at most 4 go 3 + 3 + 3, not 4 + 4 + 1: no lone small call).
+    Where the block keeps its channels the result is written over `x` and returned; `x` must
+    then be the caller's own, outside autograd.
 
     In a stream (`ctx.streaming`) the slabs go through the stream's own state; otherwise through
     a state made for this clip and dropped after it, so the first slab is padded as the clip is.

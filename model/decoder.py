@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .causal import CausalContext
-from .causal_slabs import run_block
+from .causal_slabs import run_layer
 from .config import WFVAEConfig
 from .layers import (
     CausalConv3d,
@@ -141,10 +141,8 @@ def _run(layers: nn.ModuleList, x: Tensor, ctx: CausalContext) -> Tensor:
 
 
 def _step(layer: nn.Module, x: Tensor, ctx: CausalContext) -> Tensor:
-    """One backbone layer. Every `x` here was made by the layer before and is read by no one
-    after, so residual blocks may run in slabs written over it (`causal_slabs.run_block`)."""
-    if isinstance(layer, ResnetBlock3D):
-        return run_block(layer, x, ctx)
+    """One backbone layer: the per-frame upsampler takes no context; the rest go through
+    `causal_slabs.run_layer` (every `x` here was made by the layer before, read by no one after)."""
     if isinstance(layer, FrameUpsample):
         return layer(x)
-    return layer(x, ctx)
+    return run_layer(layer, x, ctx)

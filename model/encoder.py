@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from . import frame_slabs
 from .causal import CausalContext
-from .causal_slabs import run_block
+from .causal_slabs import run_layer
 from .config import WFVAEConfig
 from .frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
 from .layers import (
@@ -83,23 +83,14 @@ class Encoder(nn.Module):
         hidden = torch.cat([hidden, self.connect_l1(l1_coeffs)], dim=1)  # (B, base + flow, t, H/4, W/4)
         hidden = self.down2[0](hidden)
         for layer in self.down2[1:]:  # (B, 2 base, t', H/8, W/8) after the downsample
-            hidden = self._step(layer, hidden, ctx)
+            hidden = run_layer(layer, hidden, ctx)
         if hidden.shape[2] == 0:
             return self._empty(x, h, w)
         hidden = torch.cat([hidden, self.connect_l2(l2_coeffs)], dim=1)
         for layer in self.mid:
-            hidden = self._step(layer, hidden, ctx)
+            hidden = run_layer(layer, hidden, ctx)
         moments = self.conv_out.convolve(self.conv_out.window(hidden, ctx, self.norm_out.activated_frames))
         return EncoderOutput(moments, l1_coeffs, l2_coeffs)
-
-    @staticmethod
-    def _step(layer: nn.Module, hidden: Tensor, ctx: CausalContext) -> Tensor:
-        """One causal layer of level 2 or the middle. Each `hidden` was made by the layer before
-        and is read by no one after, so residual blocks may run in slabs written over it
-        (`causal_slabs.run_block`)."""
-        if isinstance(layer, ResnetBlock3D):
-            return run_block(layer, hidden, ctx)
-        return layer(hidden, ctx)
 
     def _level1_slab_frames(self, coeffs: Tensor) -> int:
         """Frames per slab of level 1, the per-frame 2D layers at the model's widest activations.

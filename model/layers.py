@@ -24,6 +24,7 @@ __all__ = [
     "ResnetBlock2D",
     "ResnetBlock3D",
     "swish",
+    "tracks_grad",
 ]
 
 
@@ -130,7 +131,7 @@ class ChannelNorm(nn.Module):
         """
         # bf16 keeps F.layer_norm: it rounds once, where these steps would round four times.
         if (self.norm_type != "layernorm" or x.is_cuda or x.dtype != torch.float32
-                or _tracks_grad(x, self.norm.weight)):
+                or tracks_grad(x, self.norm.weight)):
             return frames_after(self(x, act=True), head)
         b, c, t, h, w = x.shape
         frames = x.new_empty((b, c, head + t, h, w))
@@ -148,18 +149,18 @@ class ChannelNorm(nn.Module):
         return _silu(y) if act else y
 
 
-def _tracks_grad(*tensors: Tensor) -> bool:
+def tracks_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _silu(y: Tensor) -> Tensor:
     """SiLU, in place where autograd does not need the input (inference)."""
-    return F.silu(y, inplace=not _tracks_grad(y))
+    return F.silu(y, inplace=not tracks_grad(y))
 
 
 def _add(h: Tensor, shortcut: Tensor) -> Tensor:
     """h + shortcut, in place into h (a fresh convolution output) where autograd allows."""
-    if _tracks_grad(h, shortcut):
+    if tracks_grad(h, shortcut):
         return h + shortcut
     return h.add_(shortcut)
 
