@@ -39,16 +39,34 @@ def _run(block: ResnetBlock3D, x: torch.Tensor, frames: int) -> torch.Tensor:
     return run_block_in_slabs(block, own, WHOLE_CLIP, frames)
 
 
+def _positive_ints(count: int | None):
+    """An argparse type: comma-separated positive integers (exactly `count` of them if given)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if any(v < 1 for v in values) or (count is not None and len(values) != count):
+            wanted = f"{count} positive integers" if count else "positive integers"
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return values
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=4)
-    parser.add_argument("--shape", default="384,384,9,64", help="in channels,out channels,frames,side")
-    parser.add_argument("--frames", default="5,3,2", help="slab sizes to compare with the whole clip")
+    parser.add_argument("--shape", type=_positive_ints(4), default="384,384,9,64",
+                        help="in channels,out channels,frames,side")
+    parser.add_argument("--frames", type=_positive_ints(None), default="5,3,2",
+                        help="slab sizes to compare with the whole clip")
     args = parser.parse_args()
+    if args.reps < 1 or args.threads < 1:
+        parser.error("--reps and --threads must be positive")
     torch.set_num_threads(args.threads)
-    c_in, c_out, t, side = (int(v) for v in args.shape.split(","))
-    sizes = [WHOLE, *(int(v) for v in args.frames.split(","))]
+    c_in, c_out, t, side = args.shape
+    sizes = [WHOLE, *args.frames]
     torch.manual_seed(0)
     block = ResnetBlock3D(c_in, c_out, "layernorm", 0.0).eval()
     block.conv1.cache_key, block.conv2.cache_key = "conv1", "conv2"
