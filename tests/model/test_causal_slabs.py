@@ -154,3 +154,25 @@ def test_model_in_one_frame_slabs_reproduces_official_moments_and_decoding(
     expected = parity_cases[f"case{case}.decoded"]
     assert (decoded - expected).abs().max() < PARITY_TOL
     assert (chunked - expected).abs().max() < PARITY_TOL
+
+
+def test_every_causal_block_of_the_model_runs_in_slabs_over_the_threshold(
+        tiny_vae: WFVAE, parity_cases, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records the blocks that go through the real slab loop, which it still runs.
+    ran: list[ResnetBlock3D] = []
+    real = causal_slabs.run_block_in_slabs
+
+    def recorded(block: ResnetBlock3D, x: torch.Tensor, ctx: CausalContext, frames: int) -> torch.Tensor:
+        ran.append(block)
+        return real(block, x, ctx, frames)
+
+    monkeypatch.setattr(causal_slabs, "run_block_in_slabs", recorded)
+    x = parity_cases["case0.input"]  # 9 frames: every block sees 3 frames or more
+    with torch.inference_mode():
+        tiny_vae.decode(tiny_vae.encode(x).mean)
+        assert ran == []  # the tiny model's activations are far under frame_slabs.SLAB_BYTES
+        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
+        monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)
+        tiny_vae.decode(tiny_vae.encode(x).mean)
+    blocks = [m for m in tiny_vae.modules() if isinstance(m, ResnetBlock3D)]
+    assert {id(b) for b in ran} == {id(b) for b in blocks}
