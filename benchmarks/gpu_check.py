@@ -2,7 +2,7 @@
 
 The test suite runs on CPUs only; this script is what runs where a GPU is lent (see benchmarks/README):
 
-1. the official reference cases (`../shared/reference/wfvae-tiny-parity`, or `--reference`) on
+1. the official reference cases (`tests/reference/wfvae-tiny-parity`, or `--reference`) on
    the GPU in float32, with TF32 off (strict) and on (PyTorch's default for convolutions);
 2. Causal Cache on the GPU: chunked encode and decode against whole-clip inference, float32;
 3. the pipeline's own encoder (`pipeline.encoding.ClipEncoder`, device and dtype `auto`: bfloat16
@@ -79,7 +79,7 @@ def pipeline_encoder_auto() -> tuple[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path,
-                        default=REPO_ROOT.parent / "shared" / "reference" / "wfvae-tiny-parity")
+                        default=REPO_ROOT / "tests" / "reference" / "wfvae-tiny-parity")
     parser.add_argument("--device", default="cuda", help="cpu only to try the script itself")
     args = parser.parse_args()
     device = torch.device(args.device)
