@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tolerances import reordered_float32
 from torch import Tensor, nn
 
 from jobs.evaluate import EvalSettings, evaluate, frechet_distance, load_clips, reconstruct
@@ -40,7 +41,10 @@ def test_numbers_in_the_json_match_a_direct_computation(report: dict, sample_vid
 
 def test_block_wise_inference_drops_nothing(report: dict) -> None:
     row = report["videos"][0]
-    assert row["max_abs_difference_whole_vs_block"] < 1e-5
+    # Block-wise (Causal Cache) decoding differs from whole-clip decoding only in the order of
+    # float32 sums (tests/tolerances.py) on video of scale 1; such differences move PSNR by
+    # about 1e-4 dB, a real loss by tenths.
+    assert row["max_abs_difference_whole_vs_block"] <= reordered_float32(1.0)
     assert abs(report["summary"]["psnr_drop"]) < 0.005
     lines = report["table"].splitlines()
     assert lines[0].startswith("| Model | Chn | BWI | PSNR")

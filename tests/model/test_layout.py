@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tolerances import assert_reordered
 
 from model import WFVAE
 from model.causal import WHOLE_CLIP, causal_window, convolution_layout, frames_after
@@ -33,5 +34,5 @@ def test_model_output_does_not_depend_on_input_layout(tiny_vae: WFVAE) -> None:
         mean_cl = tiny_vae.encode(x.contiguous(memory_format=torch.channels_last_3d)).mean
         video = tiny_vae.decode(mean)
         video_cl = tiny_vae.decode(mean.contiguous(memory_format=torch.channels_last_3d))
-    torch.testing.assert_close(mean_cl, mean, rtol=0, atol=1e-5)
-    torch.testing.assert_close(video_cl, video, rtol=0, atol=1e-5)
+    assert_reordered(mean_cl, mean)  # another layout: other kernels, other orders of sums
+    assert_reordered(video_cl, video)

@@ -146,5 +146,7 @@ def test_driver_killed_midway_then_rerun_ends_with_the_same_rows(
         for o in (settings.output, reference.output)
     ]
     assert stats[0]["units"] == 5 and stats[0]["count"] == stats[1]["count"]
-    np.testing.assert_allclose(stats[0]["mean"], stats[1]["mean"], atol=1e-6)
-    np.testing.assert_allclose(stats[0]["std"], stats[1]["std"], atol=1e-6)
+    # Each latent of one run is within PARITY_TOLERANCE of the other's, so their means are, and
+    # so are their standard deviations (|std(a) - std(b)| <= rms(a - b) <= max|a - b|).
+    np.testing.assert_allclose(stats[0]["mean"], stats[1]["mean"], rtol=0, atol=PARITY_TOLERANCE)
+    np.testing.assert_allclose(stats[0]["std"], stats[1]["std"], rtol=0, atol=PARITY_TOLERANCE)
