@@ -67,7 +67,7 @@ def bare_model(settings, videos: list[bytes], threads: int) -> tuple[int, float]
     """Encode the pipeline's clips in-process: (clips, seconds), decoding excluded."""
     import torch
 
-    from pipeline.clips import sample_clips
+    from model.media import sample_clips
     from pipeline.encoding import ClipEncoder
 
     torch.set_num_threads(threads)

@@ -123,7 +123,7 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from pipeline.clips import ClipSettings, sample_clips
+    from model.media import ClipSettings, sample_clips
     from pipeline.encoding import ClipEncoder, EncoderSettings
     from serve.app import build_app
     from serve.settings import ServeArgs

@@ -20,9 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model import default_model_dir, load_wfvae  # noqa: E402
+from model.media import ClipSettings, sample_clips, to_model_input  # noqa: E402
 from model.metrics import psnr  # noqa: E402
 from model.tiling import TileSpec, decode_tiled, encode_tiled  # noqa: E402
-from model.video_io import read_clip  # noqa: E402
 
 
 def bigbuckbunny() -> Path:
@@ -49,7 +49,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     vae = load_wfvae(args.weights)
-    video, _ = read_clip(bigbuckbunny(), args.frames, start=args.start)  # (1, 3, T, 720, 1280)
+    whole_frames = ClipSettings(num_frames=args.frames, start_frame=args.start, height=720, width=1280)
+    (clip,) = sample_clips(bigbuckbunny(), whole_frames)
+    video = to_model_input(clip.frames)  # (1, 3, T, 720, 1280)
     latent = vae.config.latent_dim
     with torch.inference_mode():
         started = time.perf_counter()

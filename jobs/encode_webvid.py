@@ -41,7 +41,7 @@ from jobs.job_cli import (
 )
 from jobs.lease import Lease, LeaseKeeper
 
-__all__ = ["encode", "main", "sample_defaults"]
+__all__ = ["check_errors", "encode", "main", "report", "sample_defaults"]
 
 log = logging.getLogger("jobs.encode_webvid")
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from model import WFVAE, default_model_dir, load_wfvae
+from model.config import TEMPORAL_COMPRESSION
 from model.metrics import psnr_per_frame, ssim_per_frame
 from model.training.lpips import LPIPS, PerceptualWeightsMissing
 
@@ -33,7 +34,6 @@ __all__ = ["EvalSettings", "evaluate", "frechet_distance", "load_clips", "main",
 
 log = logging.getLogger(__name__)
 
-TEMPORAL_COMPRESSION = 4
 FVD_RESOLUTION = 224
 GRID_FRAMES = 4
 
@@ -62,12 +62,12 @@ class EvalSettings(BaseModel):
 def load_clips(uri: str, settings: EvalSettings) -> list[Tensor]:
     """Clips spread evenly over a video, through the pipeline's decoder: each (1, 3, T, H, W) in [-1, 1]."""
     from jobs.train import read_bytes
-    from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
+    from model.media import ClipSettings, sample_clips, to_model_input
 
     clip_settings = ClipSettings(num_frames=settings.num_frames, height=settings.height, width=settings.width,
                                  resize_mode=settings.resize_mode,  # type: ignore[arg-type]
                                  clip_mode="uniform", num_clips=settings.clips_per_video)
-    return [clip_to_tensor(clip.frames) for clip in sample_clips(read_bytes(uri, settings.endpoint_url), clip_settings)]
+    return [to_model_input(clip.frames) for clip in sample_clips(read_bytes(uri, settings.endpoint_url), clip_settings)]
 
 
 @torch.no_grad()

@@ -52,10 +52,13 @@ __all__ = [
     "RefreshOptions",
     "RefreshPlan",
     "RefreshReport",
+    "build_parser",
     "existing_inputs",
     "main",
     "plan_refresh",
+    "print_report",
     "refresh",
+    "retire",
 ]
 
 log = logging.getLogger("jobs.refresh_dataset")

@@ -5,7 +5,7 @@
     python -m jobs.train --recipe tiny-cpu --videos a.mp4 b.mp4 --workers 0 --output runs/tiny
 
 `--workers 0` runs the same loop in this process without Ray. Clips are read through the
-pipeline's decoding code (`pipeline.clips`) from local paths or object storage; checkpoints are
+pipeline's decoding code (`model.media`) from local paths or object storage; checkpoints are
 the official training layout plus a `model/` directory that `model.load_wfvae` reads; a run
 resumes from its latest checkpoint (Ray's, or `--resume DIR` locally).
 """
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from model.training import (
     CHECKPOINT_NAME,
     MODEL_DIR_NAME,
@@ -37,12 +38,21 @@ from model.training import (
 )
 from model.training.data import ClipSampler
 
-__all__ = ["TrainJob", "build_sampler", "decode_video", "main", "run_local", "run_ray", "train_loop_per_worker"]
+__all__ = [
+    "TrainJob",
+    "build_sampler",
+    "decode_video",
+    "job_from_args",
+    "latest_checkpoint",
+    "main",
+    "read_bytes",
+    "run_local",
+    "run_ray",
+    "train_loop_per_worker",
+]
 
 log = logging.getLogger(__name__)
 
-TEMPORAL_COMPRESSION = 4
-SPATIAL_COMPRESSION = 8
 VAL_SEED = 999
 
 
@@ -79,7 +89,7 @@ def decode_video(data: bytes, max_frames: int, max_side: int) -> torch.Tensor:
 
     Frames are scaled so the longer side is at most `max_side`, sizes rounded to multiples of 8.
     """
-    from pipeline.clips import ClipSettings, sample_clips
+    from model.media import ClipSettings, sample_clips
 
     total, height, width = _probe(data)
     frames = min(total, max_frames)

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from .checkpoint import default_model_dir, load_wfvae
 from .errors import InputShapeError, WFVAEError
-from .video_io import read_clip, write_mp4
+from .media import ClipSettings, encode_mp4, sample_clips, to_model_input, to_uint8_frames
 
 __all__ = ["main"]
 
@@ -61,7 +61,13 @@ def _parser() -> argparse.ArgumentParser:
 def _encode(args: argparse.Namespace) -> str:
     if args.frames < 1 or (args.frames - 1) % 4:
         raise InputShapeError(f"--frames must be 1 + 4k (1, 5, 9, 17, 33, ...), got {args.frames}")
-    video, fps = read_clip(args.video, args.frames, args.stride, args.start, args.size)
+    try:
+        settings = ClipSettings(num_frames=args.frames, frame_stride=args.stride, start_frame=args.start,
+                                height=args.size[0], width=args.size[1])
+    except ValueError as err:  # pydantic's ValidationError: sizes not multiples of 8, stride < 1
+        raise InputShapeError(str(err)) from err
+    (clip,) = sample_clips(args.video, settings)  # the pipeline's and the service's clip path
+    video, fps = to_model_input(clip.frames), clip.fps  # (1, 3, T, H, W) in [-1, 1]
     vae = load_wfvae(args.weights, dtype=DTYPES[args.dtype], device=args.device)
     started = time.perf_counter()
     with torch.inference_mode():
@@ -70,7 +76,7 @@ def _encode(args: argparse.Namespace) -> str:
     elapsed = time.perf_counter() - started
     metadata = {
         "source": str(args.video),
-        "fps": str(fps / args.stride),
+        "fps": str(fps),
         "frames": str(args.frames),
         "stride": str(args.stride),
         "start": str(args.start),
@@ -101,7 +107,7 @@ def _decode(args: argparse.Namespace) -> str:
     elapsed = time.perf_counter() - started
     fps = args.fps or float(metadata.get("fps", 24.0))
     args.video.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(video, args.video, fps=fps)
+    args.video.write_bytes(encode_mp4(to_uint8_frames(video)[0].numpy(), fps))
     return f"decoded {args.latent} {tuple(latent.shape)} -> {args.video} {tuple(video.shape)} in {elapsed:.2f}s"
 
 

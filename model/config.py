@@ -16,6 +16,7 @@ __all__ = ["WFVAEConfig", "PRESET_BASE_CHANNELS", "preset"]
 SPATIAL_COMPRESSION = 8
 # Time is halved twice (input Haar, level-2 downsample); T = 1 + 4k gives 1 + k latent frames.
 TEMPORAL_COMPRESSION = 4
+RGB_CHANNELS = 3  # the model's videos are RGB, in dim 1
 GROUPNORM_GROUPS = 32
 
 # Paper Table 3: S / M / L differ in base channels only.

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .causal import CausalContext
 from .causal_slabs import run_layer
-from .config import WFVAEConfig
+from .config import RGB_CHANNELS, WFVAEConfig
 from .layers import (
     CausalConv3d,
     ChannelNorm,
@@ -29,7 +29,7 @@ from .wavelet import (
 
 __all__ = ["Decoder", "DecoderOutput"]
 
-RGB = 3
+RGB = RGB_CHANNELS
 LOW_BAND = slice(0, RGB)
 # Key under which a stream keeps level-2 flow frames that are ahead of the upsampled backbone.
 PENDING_L2_KEY = "decoder.pending_l2"

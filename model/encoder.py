@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from . import frame_slabs
 from .causal import CausalContext
 from .causal_slabs import run_layer
-from .config import WFVAEConfig
+from .config import RGB_CHANNELS, WFVAEConfig
 from .frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
 from .layers import (
     CausalConv3d,
@@ -26,7 +26,7 @@ from .wavelet import HAAR_2D_SUBBANDS, HAAR_3D_SUBBANDS, HaarTransform2D, HaarTr
 
 __all__ = ["Encoder", "EncoderOutput"]
 
-RGB = 3
+RGB = RGB_CHANNELS
 # The energy flow carries the low band of the colour channels: 3 of the Haar outputs.
 LOW_BAND = slice(0, RGB)
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+from .config import RGB_CHANNELS, SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from .errors import InputShapeError
 
-__all__ = ["check_chunk_size", "check_latent", "check_video", "check_video_chunk"]
+__all__ = [
+    "check_chunk_size",
+    "check_frame_count",
+    "check_latent",
+    "check_video",
+    "check_video_chunk",
+]
 
-RGB = 3
+RGB = RGB_CHANNELS
 
 
 def _check_tensor(x: object, what: str) -> Tensor:

@@ -39,13 +39,14 @@ __all__ = [
     "BY_COLUMNS",
     "KEPT_KERNEL_WORKSPACE_BYTES",
     "KERNEL_TRANSFORM_CHUNK_BYTES",
-    "STENCIL_CHUNK_BYTES",
     "MIN_CHANNELS",
     "MIN_COLUMNS",
     "MIN_FRAME_CHANNELS",
+    "STENCIL_CHUNK_BYTES",
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
+    "transform_kernel",
     "winograd_conv3d",
 ]
 

@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from model import load_wfvae
-from pipeline.clips import clip_to_tensor
+from model.media import to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -204,5 +204,5 @@ class ClipEncoder:
         self, clips: Sequence[np.ndarray], keys: Sequence[str] | None = None
     ) -> np.ndarray:
         """Same-shape (T, H, W, 3) uint8 clips -> (B, C, t, h, w) float32 latents."""
-        x = torch.cat([clip_to_tensor(frames) for frames in clips])  # (B, 3, T, H, W)
+        x = torch.cat([to_model_input(frames) for frames in clips])  # (B, 3, T, H, W)
         return self.encode(x, keys)

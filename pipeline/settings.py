@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.clips import ClipSettings
+from model.media import ClipSettings
 from pipeline.encoding import EncoderSettings
 from pipeline.storage import StorageSettings
 

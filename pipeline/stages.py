@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from model.errors import WFVAEError
-from pipeline.clips import ClipSettings, error_reason, sample_clips
+from model.media import ClipSettings, error_reason, sample_clips
 from pipeline.encoding import ClipEncoder, EncoderSettings
 from pipeline.records import (
     ENCODED_SCHEMA,

@@ -12,7 +12,7 @@ import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
+from model.media import ClipSettings, probe_frame_size, sample_clips, to_model_input
 from pipeline.records import clip_key
 
 from .auth import bearer_auth
@@ -31,7 +31,6 @@ from .schemas import (
     query_parameters,
 )
 from .settings import ServeSettings
-from .video import probe_frame_size
 
 __all__ = ["Backend", "Stopwatch", "create_api", "service_version"]
 
@@ -207,7 +206,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             ]
         )
         jobs = [
-            EncodeJob(clip_to_tensor(clip.frames), latent_kind, seed, key)  # (1, 3, T, H, W)
+            EncodeJob(to_model_input(clip.frames), latent_kind, seed, key)  # (1, 3, T, H, W)
             for clip, key in zip(clips, keys, strict=True)
         ]
         results = await asyncio.gather(*(backend.submit(job) for job in jobs))

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from model.errors import CheckpointError, ConfigError, InputShapeError, VideoDecodeError, WFVAEError
-from pipeline.clips import error_reason
+from model.media import error_reason
 
 __all__ = [
     "LimitExceeded",

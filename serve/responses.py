@@ -8,16 +8,28 @@ from collections.abc import Sequence
 import torch
 from fastapi.responses import JSONResponse, Response
 
-from pipeline.clips import Clip
+from model.media import Clip, encode_mp4, to_uint8_frames
 
 from .errors import LimitExceeded
 from .schemas import DecodeOptions, EncodeOptions
-from .video import frames_safetensors, frames_to_uint8, write_mp4
 
-__all__ = ["SAFETENSORS_MEDIA_TYPE", "decode_response", "encode_response", "tensor_headers"]
+__all__ = [
+    "SAFETENSORS_MEDIA_TYPE",
+    "decode_response",
+    "encode_response",
+    "frames_safetensors",
+    "tensor_headers",
+]
 
 SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
 MP4_MEDIA_TYPE = "video/mp4"
+
+
+def frames_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Tensors as one safetensors file (contiguous CPU copies) with string metadata."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
 def tensor_headers(name: str, tensor: torch.Tensor) -> dict[str, str]:
@@ -71,13 +83,13 @@ def decode_response(video: torch.Tensor, options: DecodeOptions, model_id: str) 
     """video (B, 3, T, H, W) float32 in about [-1, 1] as an MP4 (B = 1) or safetensors frames."""
     headers = {"X-Model-Id": model_id}
     if options.format == "mp4":
-        frames = frames_to_uint8(video)[0]  # (T, H, W, 3); the route refuses B > 1 for MP4
+        frames = to_uint8_frames(video)[0]  # (T, H, W, 3); the route refuses B > 1 for MP4
         headers.update(tensor_headers("Frames", frames))
         return Response(
-            write_mp4(frames.numpy(), options.fps), media_type=MP4_MEDIA_TYPE, headers=headers
+            encode_mp4(frames.numpy(), options.fps), media_type=MP4_MEDIA_TYPE, headers=headers
         )
     if options.frames_dtype == "uint8":
-        tensors = {"frames": frames_to_uint8(video)}  # (B, T, H, W, 3)
+        tensors = {"frames": to_uint8_frames(video)}  # (B, T, H, W, 3)
     else:
         tensors = {"frames": video.float()}  # (B, 3, T, H, W)
     headers.update(tensor_headers("Frames", tensors["frames"]))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.clips import ClipSettings
+from model.media import ClipSettings
 from pipeline.encoding import LatentKind
 
 from .errors import LimitExceeded

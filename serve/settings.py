@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.clips import ClipSettings
+from model.media import ClipSettings
 from pipeline.encoding import EncoderSettings
 from pipeline.storage import StorageSettings
 

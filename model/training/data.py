@@ -15,20 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ClipSampler", "FrameBankSampler", "MixtureSampler", "SyntheticMotionSampler", "uint8_to_model_range"]
+from ..media import to_model_input
 
-UINT8_MAX = 255.0
+__all__ = ["ClipSampler", "FrameBankSampler", "MixtureSampler", "SyntheticMotionSampler"]
 
 
 class ClipSampler(Protocol):
     def sample(self, generator: torch.Generator, batch_size: int, num_frames: int, height: int, width: int) -> Tensor:
         """A batch (B, 3, T, H, W) in [-1, 1]."""
         ...
-
-
-def uint8_to_model_range(frames: Tensor) -> Tensor:
-    """(..., 3) or any uint8 tensor to float in [-1, 1]."""
-    return frames.float() / (UINT8_MAX / 2) - 1.0
 
 
 def _randint(generator: torch.Generator, low: int, high: int) -> int:
@@ -78,7 +73,7 @@ class FrameBankSampler:
         win_h, win_w = min(src_h, round(height * zoom)), min(src_w, round(width * zoom))
         top, left = _randint(generator, 0, src_h - win_h), _randint(generator, 0, src_w - win_w)
         clip = video[start : start + (num_frames - 1) * stride + 1 : stride, top : top + win_h, left : left + win_w]
-        x = uint8_to_model_range(clip).permute(0, 3, 1, 2)  # (T, 3, h, w)
+        x = to_model_input(clip)[0].transpose(0, 1)  # (T, 3, h, w) in [-1, 1]
         if (win_h, win_w) != (height, width):
             x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
         if _uniform(generator, 0.0, 1.0) < 0.5:

@@ -14,7 +14,7 @@ from jobs.encode_webvid import main as encode_main
 from jobs.job_cli import ExitCode, JobError, JobOptions, base_parser, parse_job
 from jobs.refresh_dataset import main as refresh_main
 from jobs.sample_data import SAMPLE_SHARDS, ensure_sample_shards
-from pipeline.clips import ClipSettings, sample_clips
+from model.media import ClipSettings, sample_clips
 from pipeline.storage import expand_braces
 
 

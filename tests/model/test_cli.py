@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from model import load_wfvae
 from model.cli import main
-from model.video_io import read_clip
+from model.media import ClipSettings, sample_clips, to_model_input
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +27,10 @@ def test_round_trip_on_real_footage(sample_videos: dict[str, Path], tiny_parity_
         meta = handle.metadata()
     assert stored.shape == (1, 8, 3, 8, 8)
     assert meta["frames"] == "9" and meta["stride"] == "2" and float(meta["fps"]) > 0
-    clip, _ = read_clip(video, 9, stride=2, size=(64, 64))
+    (clip,) = sample_clips(video, ClipSettings(num_frames=9, frame_stride=2, height=64, width=64))
+    assert float(meta["fps"]) == clip.fps
     with torch.inference_mode():
-        expected = load_wfvae(tiny_parity_dir).encode(clip).mean
+        expected = load_wfvae(tiny_parity_dir).encode(to_model_input(clip.frames)).mean
     assert torch.equal(stored, expected)
 
     assert main([*weights, "decode", str(latent), str(out)]) == 0

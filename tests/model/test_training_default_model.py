@@ -24,11 +24,11 @@ RANDOM_MODEL_PSNR_DB = 12.0
 
 
 def _held_out_clip(sample_videos: dict[str, Path]) -> torch.Tensor:
-    from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
+    from model.media import ClipSettings, sample_clips, to_model_input
 
     settings = ClipSettings(num_frames=17, height=144, width=256, resize_mode="crop", start_frame=40)
     clip = sample_clips(sample_videos["bigbuckbunny"].read_bytes(), settings)[0]
-    return clip_to_tensor(clip.frames)  # (1, 3, 17, 144, 256)
+    return to_model_input(clip.frames)  # (1, 3, 17, 144, 256)
 
 
 def test_the_default_model_is_the_trained_one_within_the_size_budget() -> None:

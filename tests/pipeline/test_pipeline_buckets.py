@@ -10,7 +10,7 @@ import torch
 from bundled_model import LATENT_DIM
 from test_pipeline_run import read_prefix
 
-from pipeline.clips import sample_clips
+from model.media import sample_clips
 from pipeline.encoding import ClipEncoder
 from pipeline.records import latent_from_bytes
 from pipeline.run import run_pipeline

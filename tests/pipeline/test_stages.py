@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 from bundled_model import LATENT_DIM
 
-from pipeline.clips import ClipSettings
+from model.media import ClipSettings
 from pipeline.records import ENCODED_SCHEMA, TRANSIT_SCHEMA
 from pipeline.sources import list_sources
 from pipeline.stages import EMPTY_ROW, EncodeStage, unit_rows

@@ -14,7 +14,7 @@ import torch
 from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 from safetensors.torch import load
 
-from pipeline.clips import ClipSettings, sample_clips
+from model.media import ClipSettings, sample_clips
 from pipeline.encoding import ClipEncoder, EncoderSettings
 from pipeline.storage import StorageSettings
 from serve.settings import ServeArgs

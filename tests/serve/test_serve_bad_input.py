@@ -24,8 +24,8 @@ from serve_testing import (
     safetensors_tensors,
 )
 
+from model.media import encode_mp4
 from pipeline.encoding import ClipEncoder
-from serve.video import write_mp4
 
 MP4 = "video/mp4"
 NPY = "application/x-npy"
@@ -128,7 +128,7 @@ CASES: dict[str, Case] = {
         "/encode",
         422,
         "640x400 = 256000 pixels",
-        lambda v: write_mp4(np.zeros((5, 400, 640, 3), np.uint8), 25),
+        lambda v: encode_mp4(np.zeros((5, 400, 640, 3), np.uint8), 25),
     ),
     "video too short": Case(
         "/encode",

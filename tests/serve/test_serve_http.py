@@ -26,9 +26,8 @@ from serve_testing import (
     safetensors_tensors,
 )
 
-from pipeline.clips import sample_clips
+from model.media import sample_clips, to_uint8_frames
 from pipeline.encoding import ClipEncoder
-from serve.video import frames_to_uint8
 
 BUCKET = "serve-inputs"
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # BT.601
@@ -227,7 +226,7 @@ def test_round_trip_through_decode(
     assert mp4.headers["content-type"] == "video/mp4"
     frames = mp4_frames(mp4.content)  # (9, 64, 64, 3), lossy H.264
     assert frames.shape == (9, 64, 64, 3)
-    exact = frames_to_uint8(expected)[0].numpy()
+    exact = to_uint8_frames(expected)[0].numpy()
     # H.264 keeps luma (yuv420p halves chroma): ~2.3 levels off on these frames, where the decoded
     # frames of another clip of bikes (start frame 0 or 100) are 45 or more off.
     assert np.abs(luma(frames) - luma(exact)).mean() < 6.0
@@ -239,7 +238,7 @@ def test_decode_reads_npy_json_and_4d_latents_alike(
     generator = torch.Generator().manual_seed(3)
     latent = torch.randn(LATENT_DIM, 2, 4, 6, generator=generator)  # (C, t, h, w)
     with torch.inference_mode():
-        expected = frames_to_uint8(clip_encoder.vae.decode(latent[None]))  # (1, 5, 32, 48, 3)
+        expected = to_uint8_frames(clip_encoder.vae.decode(latent[None]))  # (1, 5, 32, 48, 3)
     npy = io.BytesIO()
     np.save(npy, latent.numpy())
     bodies = {

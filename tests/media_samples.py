@@ -1,40 +1,21 @@
-"""Test media: cuts of real footage and synthetic clips re-encoded with PyAV, corrupt files, WebDataset tars."""
+"""Test media: cuts of real footage and synthetic clips re-encoded with PyAV, WebDataset tars.
+
+Importable from every test package (pytest puts `tests/` on sys.path for its conftest.py).
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from model.media import encode_mp4
+
 FPS = 24
-
-
-def encode_mp4(frames: Iterable[np.ndarray], fps: int = FPS) -> bytes:
-    """(H, W, 3) uint8 frames as an H.264 MP4 (sizes must be even)."""
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4") as container:
-        stream = None
-        for image in frames:
-            if stream is None:
-                stream = container.add_stream("libx264", rate=fps)
-                stream.height, stream.width = image.shape[:2]
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"preset": "ultrafast", "crf": "16"}
-            container.mux(
-                stream.encode(
-                    av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                )
-            )
-        if stream is not None:
-            container.mux(stream.encode(None))
-    return buffer.getvalue()
 
 
 def cut_real(path: Path, start: int, count: int, width: int, height: int) -> bytes:
@@ -50,7 +31,7 @@ def cut_real(path: Path, start: int, count: int, width: int, height: int) -> byt
                 frames.append(
                     frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
                 )
-    return encode_mp4(frames)
+    return encode_mp4(np.stack(frames), FPS)
 
 
 def synthetic(count: int, width: int, height: int, seed: int) -> bytes:
@@ -67,7 +48,7 @@ def synthetic(count: int, width: int, height: int, seed: int) -> bytes:
         x0 = (t * 3) % max(1, width - 16)
         image[8:24, x0 : x0 + 16] = 255
         frames.append(image)
-    return encode_mp4(frames)
+    return encode_mp4(np.stack(frames), FPS)
 
 
 @dataclass(frozen=True)

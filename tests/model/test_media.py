@@ -9,16 +9,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pipeline_media import encode_mp4
 from pydantic import ValidationError
 
 from model.errors import InputShapeError, VideoDecodeError
-from pipeline.clips import (
+from model.media import (
     ClipSettings,
     choose_bucket,
-    clip_to_tensor,
+    encode_mp4,
     plan_clip_starts,
     sample_clips,
+    to_model_input,
 )
 
 TINY = {"num_frames": 9, "height": 64, "width": 64}
@@ -72,7 +72,7 @@ def test_longest_bucket_that_fits_wins_among_equal_aspects() -> None:
 def test_crop_keeps_the_centre_and_stretch_keeps_everything() -> None:
     image = np.zeros((64, 192, 3), np.uint8)
     image[:, 64:128] = 255  # white centre third, black sides
-    video = encode_mp4([image] * 9)
+    video = encode_mp4(np.stack([image] * 9), 24)
     (cropped,) = sample_clips(video, ClipSettings(**TINY))
     (stretched,) = sample_clips(video, ClipSettings(**TINY, resize_mode="stretch"))
     assert cropped.frames[:, :, 4:-4].min() > 200
@@ -100,12 +100,12 @@ def test_bad_videos_raise_video_decode_errors(
 def test_clip_to_tensor_layout_and_range() -> None:
     frames = np.zeros((5, 8, 16, 3), np.uint8)
     frames[1, 2, 3] = (255, 0, 128)
-    x = clip_to_tensor(frames)
+    x = to_model_input(frames)
     assert x.shape == (1, 3, 5, 8, 16) and x.dtype == torch.float32
     assert x[0, :, 1, 2, 3].tolist() == pytest.approx([1.0, -1.0, 128 / 127.5 - 1], abs=1e-6)
     assert x.min() == -1.0
     with pytest.raises(InputShapeError):
-        clip_to_tensor(frames.astype(np.float32))
+        to_model_input(frames.astype(np.float32))
 
 
 @pytest.mark.parametrize(

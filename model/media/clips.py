@@ -1,58 +1,26 @@
-"""Clip sampling: decode a video from bytes with decord into fixed-size uint8 clips (shared with serve)."""
+"""Clip sampling: which frames of a video make each clip, at what size (the one path every door takes)."""
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.errors import InputShapeError, VideoDecodeError
+from ..config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+from .decode import VideoSource, open_video, read_frames, too_short, unreadable
+from .frames import ResizeMode, resize_frames
 
-TEMPORAL_COMPRESSION = 4  # WF-VAE keeps the first frame and compresses the rest 4x in time
-SPATIAL_COMPRESSION = 8  # and 8x in height and width
-RGB_CHANNELS = 3
-UINT8_MAX = 255.0
-
-__all__ = [
-    "REASON_EMPTY",
-    "REASON_TOO_SHORT",
-    "REASON_UNREADABLE",
-    "Bucket",
-    "Clip",
-    "ClipSettings",
-    "choose_bucket",
-    "clip_to_tensor",
-    "error_reason",
-    "plan_clip_starts",
-    "sample_clips",
-]
+__all__ = ["Bucket", "Clip", "ClipSettings", "choose_bucket", "plan_clip_starts", "sample_clips"]
 
 
-# Reasons carried by VideoDecodeError (and counted in the pipeline's error rows).
-REASON_EMPTY = "empty"  # zero bytes
-REASON_UNREADABLE = "unreadable"  # not a container decord can open, or frames that fail to decode
-REASON_TOO_SHORT = "too_short"  # fewer frames than one clip spans
-
-
-def _unreadable(error: BaseException, where: str = "") -> VideoDecodeError:
-    """A VideoDecodeError for a decord failure, keeping the first line of its message."""
-    text = (str(error).strip().splitlines() or [""])[0][:200]
-    return VideoDecodeError(REASON_UNREADABLE, f"{where}{type(error).__name__}: {text}")
-
-
-def _too_short(frames: int, needed: int) -> VideoDecodeError:
-    return VideoDecodeError(REASON_TOO_SHORT, f"{frames} frames available, a clip spans {needed}")
-
-
-def error_reason(error: BaseException) -> str:
-    """A short, stable code for an error, for counting error rows by reason."""
-    return str(getattr(error, "reason", type(error).__name__))
+def _check_geometry(num_frames: int, height: int, width: int) -> None:
+    if (num_frames - 1) % TEMPORAL_COMPRESSION:
+        raise ValueError(f"num_frames must be 1 + 4k, got {num_frames}")
+    if height % SPATIAL_COMPRESSION or width % SPATIAL_COMPRESSION:
+        raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
 
 
 class Bucket(BaseModel):
@@ -85,13 +53,6 @@ class Bucket(BaseModel):
         return f"{self.num_frames}x{self.height}x{self.width}"
 
 
-def _check_geometry(num_frames: int, height: int, width: int) -> None:
-    if (num_frames - 1) % TEMPORAL_COMPRESSION:
-        raise ValueError(f"num_frames must be 1 + 4k, got {num_frames}")
-    if height % SPATIAL_COMPRESSION or width % SPATIAL_COMPRESSION:
-        raise ValueError(f"height and width must be multiples of 8, got {height}x{width}")
-
-
 class ClipSettings(BaseModel):
     """How clips are cut from a video: length, stride, which clips, and their size."""
 
@@ -112,7 +73,7 @@ class ClipSettings(BaseModel):
     buckets: list[Bucket] = Field(
         default_factory=list, description="if given, each video goes to its nearest bucket"
     )
-    resize_mode: Literal["crop", "stretch"] = Field(
+    resize_mode: ResizeMode = Field(
         default="crop", description="crop: short side to size then centre crop; stretch: exact"
     )
 
@@ -133,10 +94,6 @@ class ClipSettings(BaseModel):
         if self.target_fps is None or not math.isfinite(source_fps) or source_fps <= 0:
             return self.frame_stride
         return max(1, round(source_fps / self.target_fps))
-
-    def geometry_id(self) -> str:
-        """A stable text of every setting that changes what a clip holds (for keys)."""
-        return self.model_dump_json()
 
 
 @dataclass(frozen=True)
@@ -176,7 +133,7 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     span = (num_frames - 1) * stride + 1
     last_start = total - span
     if last_start < settings.start_frame:
-        raise _too_short(max(0, total - settings.start_frame), span)
+        raise too_short(max(0, total - settings.start_frame), span)
     first = settings.start_frame
     if settings.clip_mode == "first":
         return [first]
@@ -190,44 +147,16 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     return sorted(set(starts))  # a short video yields fewer distinct clips, not duplicates
 
 
-def _resize(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
-    """Resize (T, h, w, 3) uint8 frames to (T, height, width, 3): short side + centre crop, or exact."""
-    t, h, w, _ = frames.shape
-    if (h, w) == (height, width):
-        return frames
-    if mode == "stretch":
-        size = (height, width)
-    else:
-        scale = max(height / h, width / w)
-        size = (max(height, round(h * scale)), max(width, round(w * scale)))
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    x = x[:, :, top : top + height, left : left + width]  # (T, 3, H, W)
-    return x.round().clamp(0, UINT8_MAX).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def _open(video: bytes):  # -> decord.VideoReader
-    import decord  # imported here so importing this module stays cheap
-
-    if len(video) == 0:
-        raise VideoDecodeError(REASON_EMPTY, "the video holds 0 bytes")
-    try:
-        return decord.VideoReader(io.BytesIO(video), ctx=decord.cpu(0), num_threads=1)
-    except Exception as error:  # decord raises RuntimeError, DECORDError or AssertionError
-        raise _unreadable(error) from error
-
-
-def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
-    """Decode `video` (container bytes) and cut the clips `settings` asks for, in order."""
-    reader = _open(video)
+def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
+    """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order."""
+    reader = open_video(video)
     try:
         total = len(reader)
         first_frame = reader[0].asnumpy() if total else None
     except Exception as error:
-        raise _unreadable(error) from error
+        raise unreadable(error) from error
     if first_frame is None:
-        raise _too_short(0, settings.num_frames)
+        raise too_short(0, settings.num_frames)
     source_hw = (int(first_frame.shape[0]), int(first_frame.shape[1]))
     source_fps = float(reader.get_avg_fps())
     stride = settings.stride_for(source_fps)
@@ -237,19 +166,13 @@ def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
     else:
         bucket = None
         num_frames, height, width = settings.num_frames, settings.height, settings.width
-    starts = plan_clip_starts(settings, num_frames, total, stride)
     clips = []
-    for clip_index, start in enumerate(starts):
+    for clip_index, start in enumerate(plan_clip_starts(settings, num_frames, total, stride)):
         indices = list(range(start, start + (num_frames - 1) * stride + 1, stride))
-        try:
-            frames = reader.get_batch(indices).asnumpy()  # (T, h, w, 3) uint8
-        except Exception as error:
-            raise _unreadable(error, f"frames {indices[0]}..{indices[-1]}: ") from error
-        if frames.shape[0] != num_frames:
-            raise _too_short(frames.shape[0], num_frames)
+        frames = read_frames(reader, indices)  # (T, h, w, 3) uint8
         clips.append(
             Clip(
-                frames=_resize(frames, height, width, settings.resize_mode),
+                frames=resize_frames(frames, height, width, settings.resize_mode),
                 frame_indices=indices,
                 fps=source_fps / stride,
                 source_size=source_hw,
@@ -259,13 +182,3 @@ def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
             )
         )
     return clips
-
-
-def clip_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) uint8 frames to the model's input: (1, 3, T, H, W) float32 in [-1, 1]."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS:
-        raise InputShapeError(
-            f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}"
-        )
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (3, T, H, W)
-    return (x.float() / (UINT8_MAX / 2) - 1.0).unsqueeze(0)  # (1, 3, T, H, W)
