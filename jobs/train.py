@@ -89,9 +89,10 @@ def decode_video(data: bytes, max_frames: int, max_side: int) -> torch.Tensor:
 
     Frames are scaled so the longer side is at most `max_side`, sizes rounded to multiples of 8.
     """
-    from model.media import ClipSettings, sample_clips
+    from model.media import ClipSettings, probe_video, sample_clips
 
-    total, height, width = _probe(data)
+    info = probe_video(data)
+    total, (height, width) = info.frame_count, info.frame_size
     frames = min(total, max_frames)
     frames = ((frames - 1) // TEMPORAL_COMPRESSION) * TEMPORAL_COMPRESSION + 1
     scale = min(1.0, max_side / max(height, width))
@@ -99,22 +100,6 @@ def decode_video(data: bytes, max_frames: int, max_side: int) -> torch.Tensor:
     out_w = max(SPATIAL_COMPRESSION, int(width * scale) // SPATIAL_COMPRESSION * SPATIAL_COMPRESSION)
     clip = sample_clips(data, ClipSettings(num_frames=frames, height=out_h, width=out_w, resize_mode="crop"))[0]
     return torch.from_numpy(np.ascontiguousarray(clip.frames))
-
-
-def _probe(data: bytes) -> tuple[int, int, int]:
-    """(frames, height, width) of a video, opened the way the pipeline opens it."""
-    import io
-
-    import decord
-
-    from model.errors import VideoDecodeError
-
-    try:
-        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-        height, width = reader[0].shape[:2]
-        return len(reader), int(height), int(width)
-    except Exception as err:  # decord raises several kinds for bad input
-        raise VideoDecodeError("unreadable", f"{type(err).__name__}: {str(err)[:200]}") from err
 
 
 def build_sampler(job: TrainJob) -> tuple[ClipSampler, FrameBankSampler]:

@@ -20,6 +20,7 @@ __all__ = [
     "StreamingUnsupportedError",
     "VideoDecodeError",
     "WFVAEError",
+    "error_reason",
 ]
 
 
@@ -69,3 +70,8 @@ class VideoDecodeError(WFVAEError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def error_reason(error: BaseException) -> str:
+    """A short, stable code for an error, for counting error rows by reason."""
+    return str(getattr(error, "reason", type(error).__name__))

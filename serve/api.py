@@ -12,7 +12,8 @@ import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from model.media import ClipSettings, probe_frame_size, sample_clips, to_model_input
+from model.errors import VideoDecodeError
+from model.media import ClipSettings, probe_video, sample_clips, to_model_input
 from pipeline.records import clip_key
 
 from .auth import bearer_auth
@@ -50,6 +51,16 @@ class Backend(Protocol):
 
     async def submit(self, job: Job) -> JobResult: ...
 
+
+
+def _largest_frame_size(video: bytes) -> tuple[int, int] | None:
+    """(height, width) of the container's largest video stream: every stream counts, since a
+    container may carry a small first stream beside a huge one; None when the header does not
+    read (sampling then names the problem)."""
+    try:
+        return probe_video(video).largest_frame_size
+    except VideoDecodeError:
+        return None
 
 def service_version() -> str:
     try:
@@ -180,7 +191,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         )
         engine = await backend.engine()
         clock = Stopwatch()
-        check_source_size(await asyncio.to_thread(probe_frame_size, video), settings)
+        check_source_size(await asyncio.to_thread(_largest_frame_size, video), settings)
         clips = await asyncio.to_thread(sample_clips, video, clip_settings)
         clock.lap("video")
         check_clip_count(len(clips), settings)

@@ -3,36 +3,41 @@
 The model's CLI, the pipeline, the service, training and evaluation all turn videos into clips
 here, so one clip gives one latent whichever door it came in by.
 
-    decode   open a video with decord; errors with a reason (empty, unreadable, too_short)
-    clips    ClipSettings, buckets, which frames make each clip; sample_clips
-    frames   uint8 resize and crop; uint8 <-> the model's [-1, 1]
-    mp4      frames -> H.264 MP4 bytes; a container's frame size
+    probe     what a container holds, from its header (PyAV): frames, rate, every stream's size
+    decoders  decord, torchcodec and PyAV behind one call, scaling in the decoder; `auto` picks
+    clips     ClipSettings, buckets, which frames make each clip; sample_clips
+    frames    crop, uint8 resize, uint8 <-> the model's [-1, 1]
+    mp4       frames -> H.264 MP4 bytes
 """
 
 from __future__ import annotations
 
-from .clips import Bucket, Clip, ClipSettings, choose_bucket, plan_clip_starts, sample_clips
-from .decode import (
-    REASON_EMPTY,
+from ..errors import error_reason
+from .clips import (
     REASON_TOO_SHORT,
-    REASON_UNREADABLE,
-    VideoSource,
-    error_reason,
-    open_video,
-    read_frames,
+    Bucket,
+    Clip,
+    ClipSettings,
+    choose_bucket,
+    plan_clip_starts,
+    sample_clips,
 )
+from .decoders import AUTO_ORDER, DecoderName, available_decoders, decode_frames, resolve_decoder
 from .frames import (
     RGB_CHANNELS,
     UINT8_MAX,
     ResizeMode,
     covering_size,
+    crop_center,
     resize_frames,
     to_model_input,
     to_uint8_frames,
 )
-from .mp4 import encode_mp4, probe_frame_size
+from .mp4 import encode_mp4
+from .probe import REASON_EMPTY, REASON_UNREADABLE, VideoInfo, VideoSource, probe_video
 
 __all__ = [
+    "AUTO_ORDER",
     "REASON_EMPTY",
     "REASON_TOO_SHORT",
     "REASON_UNREADABLE",
@@ -41,17 +46,21 @@ __all__ = [
     "Bucket",
     "Clip",
     "ClipSettings",
+    "DecoderName",
     "ResizeMode",
+    "VideoInfo",
     "VideoSource",
+    "available_decoders",
     "choose_bucket",
     "covering_size",
+    "crop_center",
+    "decode_frames",
     "encode_mp4",
     "error_reason",
-    "open_video",
     "plan_clip_starts",
-    "probe_frame_size",
-    "read_frames",
+    "probe_video",
     "resize_frames",
+    "resolve_decoder",
     "sample_clips",
     "to_model_input",
     "to_uint8_frames",

@@ -10,10 +10,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
-from .decode import VideoSource, open_video, read_frames, too_short, unreadable
-from .frames import ResizeMode, resize_frames
+from ..errors import VideoDecodeError
+from .decoders import DecoderName, decode_frames, resolve_decoder
+from .frames import ResizeMode, covering_size, crop_center
+from .probe import VideoSource, probe_video
 
-__all__ = ["Bucket", "Clip", "ClipSettings", "choose_bucket", "plan_clip_starts", "sample_clips"]
+__all__ = ["REASON_TOO_SHORT", "Bucket", "Clip", "ClipSettings", "choose_bucket", "plan_clip_starts", "sample_clips", "too_short"]
+
+REASON_TOO_SHORT = "too_short"  # fewer frames than one clip spans
+
+
+def too_short(frames: int, needed: int) -> VideoDecodeError:
+    return VideoDecodeError(REASON_TOO_SHORT, f"{frames} frames available, a clip spans {needed}")
 
 
 def _check_geometry(num_frames: int, height: int, width: int) -> None:
@@ -76,6 +84,9 @@ class ClipSettings(BaseModel):
     resize_mode: ResizeMode = Field(
         default="crop", description="crop: short side to size then centre crop; stretch: exact"
     )
+    decoder: DecoderName = Field(
+        default="auto", description="video decoder: auto (fastest installed), decord, torchcodec or pyav"
+    )
 
     @field_validator("buckets", mode="before")
     @classmethod
@@ -107,6 +118,7 @@ class Clip:
     target_size: tuple[int, int]  # (height, width) of the clip
     bucket: str | None  # "TxHxW" when buckets are used
     clip_index: int = 0
+    decoder: str = ""  # the backend that decoded it
 
 
 def choose_bucket(
@@ -148,37 +160,44 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
 
 
 def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
-    """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order."""
-    reader = open_video(video)
-    try:
-        total = len(reader)
-        first_frame = reader[0].asnumpy() if total else None
-    except Exception as error:
-        raise unreadable(error) from error
-    if first_frame is None:
+    """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order.
+
+    One decoding pass serves every clip of the video: the frames any clip needs, scaled in the
+    decoder to the size that covers the clip (or to the clip's size, for `stretch`), then cropped.
+    """
+    info = probe_video(video)
+    if info.frame_count == 0:
         raise too_short(0, settings.num_frames)
-    source_hw = (int(first_frame.shape[0]), int(first_frame.shape[1]))
-    source_fps = float(reader.get_avg_fps())
-    stride = settings.stride_for(source_fps)
+    stride = settings.stride_for(info.fps)
     if settings.buckets:
-        bucket: Bucket | None = choose_bucket(settings.buckets, source_hw, total, stride)
+        bucket: Bucket | None = choose_bucket(settings.buckets, info.frame_size, info.frame_count, stride)
         num_frames, height, width = bucket.num_frames, bucket.height, bucket.width
     else:
         bucket = None
         num_frames, height, width = settings.num_frames, settings.height, settings.width
-    clips = []
-    for clip_index, start in enumerate(plan_clip_starts(settings, num_frames, total, stride)):
-        indices = list(range(start, start + (num_frames - 1) * stride + 1, stride))
-        frames = read_frames(reader, indices)  # (T, h, w, 3) uint8
-        clips.append(
-            Clip(
-                frames=resize_frames(frames, height, width, settings.resize_mode),
-                frame_indices=indices,
-                fps=source_fps / stride,
-                source_size=source_hw,
-                target_size=(height, width),
-                bucket=bucket.name if bucket else None,
-                clip_index=clip_index,
-            )
+    starts = plan_clip_starts(settings, num_frames, info.frame_count, stride)
+    spans = [list(range(start, start + (num_frames - 1) * stride + 1, stride)) for start in starts]
+    wanted = sorted({index for span in spans for index in span})
+    decoder = resolve_decoder(settings.decoder)
+    scaled = (height, width) if settings.resize_mode == "stretch" else covering_size(info.frame_size, (height, width))
+    frames = decode_frames(video, wanted, scaled, decoder)  # (N, h', w', 3) uint8
+    if frames.shape[0] != len(wanted):
+        raise too_short(frames.shape[0], len(wanted))
+    row = {index: k for k, index in enumerate(wanted)}
+
+    def frames_of(span: list[int]) -> np.ndarray:  # (T, h', w', 3): no gathering copy for one clip
+        return frames if span == wanted else frames[[row[i] for i in span]]
+
+    return [
+        Clip(
+            frames=crop_center(frames_of(span), height, width),
+            frame_indices=span,
+            fps=info.fps / stride,
+            source_size=info.frame_size,
+            target_size=(height, width),
+            bucket=bucket.name if bucket else None,
+            clip_index=clip_index,
+            decoder=decoder,
         )
-    return clips
+        for clip_index, span in enumerate(spans)
+    ]

@@ -17,6 +17,7 @@ __all__ = [
     "UINT8_MAX",
     "ResizeMode",
     "covering_size",
+    "crop_center",
     "resize_frames",
     "to_model_input",
     "to_uint8_frames",
@@ -32,6 +33,15 @@ def covering_size(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> tup
     (h, w), (height, width) = source_hw, target_hw
     scale = max(height / h, width / w)
     return max(height, round(h * scale)), max(width, round(w * scale))
+
+
+def crop_center(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre (T, height, width, 3) of (T, h, w, 3) frames at least that large."""
+    _, h, w, _ = frames.shape
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(frames)
+    top, left = (h - height) // 2, (w - width) // 2
+    return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int, mode: ResizeMode = "crop") -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Frames to an H.264 MP4 (PyAV), and a container's frame size read from its header."""
+"""Frames to an H.264 MP4 (PyAV)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["MP4_CODEC", "MP4_PIXEL_FORMAT", "encode_mp4", "probe_frame_size"]
+__all__ = ["MP4_CODEC", "MP4_PIXEL_FORMAT", "encode_mp4"]
 
 MP4_CODEC = "libx264"
 MP4_PIXEL_FORMAT = "yuv420p"  # what every player decodes; needs even sizes (ours are multiples of 8)
@@ -30,18 +30,3 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))  # flush the encoder's delayed frames
     return buffer.getvalue()
-
-
-def probe_frame_size(video: bytes) -> tuple[int, int] | None:
-    """(height, width) of the first video stream from the container header, without decoding.
-
-    None when the bytes do not open: the decoder then names the problem.
-    """
-    import av
-
-    try:
-        with av.open(io.BytesIO(video)) as container:
-            stream = container.streams.video[0]
-            return int(stream.codec_context.height), int(stream.codec_context.width)
-    except (av.error.FFmpegError, IndexError, ValueError, OSError):
-        return None

@@ -1,4 +1,4 @@
-"""Clip sampling from real and synthetic videos: frame indices, strides, modes, buckets, resizing, errors."""
+"""The media path on real and synthetic videos: frame indices, strides, modes, buckets, decoders, resizing, errors."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model.errors import InputShapeError, VideoDecodeError
 from model.media import (
+    AUTO_ORDER,
     ClipSettings,
+    available_decoders,
     choose_bucket,
+    covering_size,
+    crop_center,
+    decode_frames,
     encode_mp4,
     plan_clip_starts,
+    probe_video,
+    resolve_decoder,
     sample_clips,
     to_model_input,
 )
@@ -79,6 +87,61 @@ def test_crop_keeps_the_centre_and_stretch_keeps_everything() -> None:
     assert stretched.frames[:, :, :16].max() < 60 and stretched.frames[:, :, 28:36].min() > 200
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * np.log10(255**2 / mse) if mse else float("inf")
+
+
+# Every backend runs FFmpeg's H.264 decoder (bit-exact YUV) and a bilinear scaler; they differ in
+# the YUV -> RGB conversion and the scaler's rounding, a few grey levels at edges (PyAV against
+# decord: 51 dB on bigbuckbunny). 40 dB (2.6 levels RMS) is what a faster path may cost against
+# the float resize; a wrong frame, size or channel order measures under 25 dB.
+BACKENDS_AGREE_DB = 40.0
+
+
+@pytest.mark.parametrize("medium", ["bikes", "bunny", "carphone"])
+def test_every_installed_decoder_gives_the_same_clip(media: dict[str, bytes], medium: str) -> None:
+    installed = available_decoders()
+    assert "pyav" in installed  # PyAV is a dependency: the fallback that installs everywhere
+    clips = {name: sample_clips(media[medium], ClipSettings(**TINY, clip_mode="uniform", num_clips=2, decoder=name))
+             for name in installed}
+    reference = clips[installed[0]]
+    for name, got in clips.items():
+        assert [c.frame_indices for c in got] == [c.frame_indices for c in reference]
+        assert all(c.decoder == name for c in got)
+        for a, b in zip(got, reference, strict=True):
+            assert a.frames.shape == b.frames.shape == (9, 64, 64, 3)
+            assert _psnr(a.frames, b.frames) >= BACKENDS_AGREE_DB, name
+
+
+def test_scaling_in_the_decoder_matches_a_float_resize(media: dict[str, bytes]) -> None:
+    """The decoder's scaled frames against the float, antialiased resize of full-size frames."""
+    settings = ClipSettings(num_frames=9, height=32, width=32)
+    (clip,) = sample_clips(media["bikes"], settings)
+    info = probe_video(media["bikes"])
+    full = torch.from_numpy(decode_frames(media["bikes"], clip.frame_indices, info.frame_size)).permute(0, 3, 1, 2)
+    size = covering_size(info.frame_size, (32, 32))
+    resized = F.interpolate(full.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    expected = crop_center(resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), 32, 32)
+    assert _psnr(clip.frames, expected) >= BACKENDS_AGREE_DB
+
+
+def test_a_decoder_that_is_not_there_is_named() -> None:
+    missing = next((name for name in AUTO_ORDER if name not in available_decoders()), None)
+    if missing is None:
+        pytest.skip("every decoder backend is installed here")
+    with pytest.raises(VideoDecodeError) as caught:
+        resolve_decoder(missing)
+    assert caught.value.reason == "no_decoder" and missing in str(caught.value)
+    assert resolve_decoder("auto") == available_decoders()[0]
+
+
+def test_probe_counts_every_video_stream(media: dict[str, bytes]) -> None:
+    info = probe_video(media["bikes"])
+    assert (info.frame_count, info.frame_size, info.video_streams) == (20, (68, 160), 1)
+    assert info.largest_frame_size == info.frame_size and info.fps == pytest.approx(24.0)
+
+
 @pytest.mark.parametrize(
     ("medium", "reason"),
     [
@@ -97,7 +160,7 @@ def test_bad_videos_raise_video_decode_errors(
     assert reason in str(caught.value)
 
 
-def test_clip_to_tensor_layout_and_range() -> None:
+def test_model_input_layout_and_range() -> None:
     frames = np.zeros((5, 8, 16, 3), np.uint8)
     frames[1, 2, 3] = (255, 0, 128)
     x = to_model_input(frames)

