@@ -7,7 +7,7 @@
 set -u
 out=${1:?usage: benchmarks/gpu_all.sh OUT_DIR [OFFICIAL_SRC] [REFERENCE_DIR]}
 official=${2:-}
-reference=${3:-../shared/reference/wfvae-tiny-parity}
+reference=${3:-tests/reference/wfvae-tiny-parity}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."

@@ -5,7 +5,7 @@ of 32x32) runs under each policy, alternating, `--reps` times after a warm-up: m
 and the call's peak tensor memory over its input (`model.tensor_memory`). A policy sets the
 module's switches and block constants (`BY_COLUMNS`, kernel slice size, input block size) for its
 calls only. This layer's 61 MB transformed kernel outweighs its 17 MB input, so by default it goes
-one transform column at a time; before session 7 it was kept whole beside 16 MB input blocks.
+one transform column at a time; the alternative keeps it whole beside 16 MB input blocks.
 
     python benchmarks/winograd_kernel_slices.py --threads 2 --reps 4
 """
@@ -31,7 +31,7 @@ MB = 2**20
 # `KERNEL_BLOCK_BYTES` (the slice size) is kept whole, a larger one goes in slices of output
 # channels, transformed again for every input block.
 POLICIES = [("by transform columns (default)", True, 32, 16),
-            ("whole kernel, 16 MB blocks (default before session 7)", False, 32, 16),
+            ("whole kernel, 16 MB blocks", False, 32, 16),
             ("16 MB slices, 16 MB blocks", False, 16, 16), ("16 MB slices, 8 MB blocks", False, 16, 8),
             ("8 MB slices, 16 MB blocks", False, 8, 16), ("8 MB slices, 12 MB blocks", False, 8, 12),
             ("8 MB slices, 8 MB blocks", False, 8, 8), ("4 MB slices, 8 MB blocks", False, 4, 8)]

@@ -76,7 +76,7 @@ KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output ch
 # sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call goes by transform
 # columns (`_convolve_by_columns`): 40 instead of 102 MB over its input at 17x128x128, and as
 # fast (194-287 vs 215-265 ms: the whole kernel's fresh 61 MB paid page faults on every call).
-# Session 6 made the kernel again per block, 6 points and one tap at a time: 40 MB, 1.11-1.4x the time.
+# Making the kernel again per block, 6 points and one tap at a time, held 40 MB at 1.11-1.4x the time.
 # False keeps such kernels whole too (for `benchmarks/winograd_kernel_slices.py` to compare).
 BY_COLUMNS = True
 # Output of one product of the kernel transform. One product per tap over the whole kernel ran at

@@ -115,7 +115,7 @@ def tiny_cpu_config(**overrides: object) -> TrainConfig:
     1,800 steps in all). The shipped weights then continued from step 1,800 for 1,500 more
     steps (to 3,300): 3 clips a step, lr 4e-4 cosine with 100 warm-up steps over the 3,300
     steps (1.9e-4 at the resume, 2e-5 at the end), EMA 0.99, 1 thread, 23 min; held-out
-    bigbuckbunny 24.89 -> 25.37 dB (benchmarks/README.md, "Trained default model").
+    bigbuckbunny 24.89 -> 25.37 dB (docs/default-model.md).
     """
     model = WFVAEConfig(
         latent_dim=16,
