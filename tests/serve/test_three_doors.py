@@ -19,8 +19,8 @@ def _cli_latent(video: Path, tmp_path: Path) -> torch.Tensor:
     out = tmp_path / "cli.safetensors"
     size = f"{CLIP.height}x{CLIP.width}"
     args = ["encode", str(video), str(out), "--frames", str(CLIP.num_frames), "--size", size,
-            "--chunk-frames", str(ENCODER.chunk_frames), "--dtype", "fp32"]  # ENCODER's float32
-    assert model_cli(args) == 0
+            "--chunk-frames", str(ENCODER.chunk_frames)]
+    assert model_cli(["--dtype", "fp32", *args]) == 0  # ENCODER's float32
     return load_file(str(out))["latent"][0]  # (C, t, h, w)
 
 
