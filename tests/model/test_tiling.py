@@ -15,9 +15,11 @@ def test_single_tile_equals_untiled(tiny_vae: WFVAE) -> None:
     x = torch.rand(1, 3, 5, 32, 40) * 2 - 1
     with torch.inference_mode():
         moments = tiny_vae.encode(x).moments
-        assert torch.equal(encode_tiled(tiny_vae, x, TileSpec(tile=64, overlap=16)), moments)
+        # One tile covering the frame is the untiled computation on a copy of it; with several
+        # threads the copy's sums may be split differently, so equal up to their order.
+        assert_reordered(encode_tiled(tiny_vae, x, TileSpec(tile=64, overlap=16)), moments)
         z = moments[:, :8]
-        assert torch.equal(decode_tiled(tiny_vae, z, TileSpec(tile=64, overlap=16)), tiny_vae.decode(z))
+        assert_reordered(decode_tiled(tiny_vae, z, TileSpec(tile=64, overlap=16)), tiny_vae.decode(z))
 
 
 def test_tiles_stream_exactly_in_time(tiny_vae: WFVAE) -> None:
