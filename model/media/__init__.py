@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from ..errors import error_reason
 from .clips import (
+    DECODE_CHUNK_BYTES,
     REASON_TOO_SHORT,
     Bucket,
     Clip,
     ClipSettings,
     choose_bucket,
+    frames_per_chunk,
     plan_clip_starts,
+    resize_size,
     sample_clips,
 )
 from .decoders import AUTO_ORDER, DecoderName, available_decoders, decode_frames, resolve_decoder
@@ -38,6 +41,7 @@ from .probe import REASON_EMPTY, REASON_UNREADABLE, VideoInfo, VideoSource, prob
 
 __all__ = [
     "AUTO_ORDER",
+    "DECODE_CHUNK_BYTES",
     "REASON_EMPTY",
     "REASON_TOO_SHORT",
     "REASON_UNREADABLE",
@@ -57,9 +61,11 @@ __all__ = [
     "decode_frames",
     "encode_mp4",
     "error_reason",
+    "frames_per_chunk",
     "plan_clip_starts",
     "probe_video",
     "resize_frames",
+    "resize_size",
     "resolve_decoder",
     "sample_clips",
     "to_model_input",

@@ -12,12 +12,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from ..errors import VideoDecodeError
 from .decoders import DecoderName, decode_frames, resolve_decoder
-from .frames import ResizeMode, covering_size, crop_center
+from .frames import RGB_CHANNELS, ResizeMode, covering_size, crop_center
 from .probe import VideoSource, probe_video
 
-__all__ = ["REASON_TOO_SHORT", "Bucket", "Clip", "ClipSettings", "choose_bucket", "plan_clip_starts", "sample_clips", "too_short"]
+__all__ = [
+    "DECODE_CHUNK_BYTES",
+    "REASON_TOO_SHORT",
+    "Bucket",
+    "Clip",
+    "ClipSettings",
+    "choose_bucket",
+    "frames_per_chunk",
+    "plan_clip_starts",
+    "resize_size",
+    "sample_clips",
+    "too_short",
+]
 
 REASON_TOO_SHORT = "too_short"  # fewer frames than one clip spans
+# Frames are decoded (scaled) this many bytes at a time and cropped before the next ones: a clip's
+# frames at the decoder's size never exist all at once, whatever the target's aspect ratio.
+DECODE_CHUNK_BYTES = 16 * 2**20
 
 
 def too_short(frames: int, needed: int) -> VideoDecodeError:
@@ -159,11 +174,22 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     return sorted(set(starts))  # a short video yields fewer distinct clips, not duplicates
 
 
+def resize_size(source_hw: tuple[int, int], height: int, width: int, mode: ResizeMode) -> tuple[int, int]:
+    """(height, width) the decoder scales frames to: covering the target (crop), or the target (stretch)."""
+    return (height, width) if mode == "stretch" else covering_size(source_hw, (height, width))
+
+
+def frames_per_chunk(scaled_hw: tuple[int, int]) -> int:
+    """Frames decoded at once: DECODE_CHUNK_BYTES of frames at the decoder's size, at least one."""
+    return max(1, DECODE_CHUNK_BYTES // (RGB_CHANNELS * scaled_hw[0] * scaled_hw[1]))
+
+
 def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
     """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order.
 
-    One decoding pass serves every clip of the video: the frames any clip needs, scaled in the
-    decoder to the size that covers the clip (or to the clip's size, for `stretch`), then cropped.
+    The frames every clip of the video needs are decoded once, scaled inside the decoder to the
+    size that covers the clip (or to the clip's size, for `stretch`), DECODE_CHUNK_BYTES at a
+    time, and centre-cropped.
     """
     info = probe_video(video)
     if info.frame_count == 0:
@@ -179,18 +205,23 @@ def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
     spans = [list(range(start, start + (num_frames - 1) * stride + 1, stride)) for start in starts]
     wanted = sorted({index for span in spans for index in span})
     decoder = resolve_decoder(settings.decoder)
-    scaled = (height, width) if settings.resize_mode == "stretch" else covering_size(info.frame_size, (height, width))
-    frames = decode_frames(video, wanted, scaled, decoder)  # (N, h', w', 3) uint8
-    if frames.shape[0] != len(wanted):
-        raise too_short(frames.shape[0], len(wanted))
+    scaled = resize_size(info.frame_size, height, width, settings.resize_mode)
+    frames = np.empty((len(wanted), height, width, RGB_CHANNELS), np.uint8)  # every frame a clip needs
+    step = frames_per_chunk(scaled)
+    for first in range(0, len(wanted), step):
+        chunk = wanted[first : first + step]
+        decoded = decode_frames(video, chunk, scaled, decoder)  # (n, h', w', 3) uint8
+        if decoded.shape[0] != len(chunk):
+            raise too_short(first + decoded.shape[0], len(wanted))
+        frames[first : first + len(chunk)] = crop_center(decoded, height, width)
     row = {index: k for k, index in enumerate(wanted)}
 
-    def frames_of(span: list[int]) -> np.ndarray:  # (T, h', w', 3): no gathering copy for one clip
+    def frames_of(span: list[int]) -> np.ndarray:  # (T, H, W, 3): no gathering copy for one clip
         return frames if span == wanted else frames[[row[i] for i in span]]
 
     return [
         Clip(
-            frames=crop_center(frames_of(span), height, width),
+            frames=frames_of(span),
             frame_indices=span,
             fps=info.fps / stride,
             source_size=info.frame_size,

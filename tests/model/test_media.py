@@ -28,6 +28,7 @@ from model.media import (
     sample_clips,
     to_model_input,
 )
+from model.media import clips as clips_module
 
 TINY = {"num_frames": 9, "height": 64, "width": 64}
 
@@ -124,6 +125,19 @@ def test_scaling_in_the_decoder_matches_a_float_resize(media: dict[str, bytes]) 
     resized = F.interpolate(full.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     expected = crop_center(resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), 32, 32)
     assert _psnr(clip.frames, expected) >= BACKENDS_AGREE_DB
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_decoding_in_chunks_gives_the_same_clips(
+    media: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    settings = ClipSettings(**TINY, clip_mode="all", frame_stride=1, decoder=decoder)
+    whole = sample_clips(media["carphone"], settings)
+    monkeypatch.setattr(clips_module, "DECODE_CHUNK_BYTES", 1)  # one frame per decoder call
+    chunked = sample_clips(media["carphone"], settings)
+    assert len(whole) == len(chunked) == 2
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.frame_indices == b.frame_indices and np.array_equal(a.frames, b.frames)
 
 
 def test_a_decoder_that_is_not_there_is_named() -> None:
