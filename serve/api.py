@@ -142,7 +142,12 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             )
         }
         return ModelInfo.model_validate(
-            {**engine.model_info(), "service_version": service_version(), "limits": limits}
+            {
+                **engine.model_info(),
+                "service_version": service_version(),
+                "limits": limits,
+                "allowed_uri_prefixes": settings.allowed_uri_prefixes,
+            }
         )
 
     @private.get("/openapi.json", include_in_schema=False)
@@ -177,7 +182,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         options, clip_settings = parse_encode_query(request.query_params, settings)
         body = await read_body(request, settings.max_body_bytes)
         video, source = await video_from_body(
-            request, body, settings.max_body_bytes, settings.allowed_uri_schemes, settings.storage
+            request, body, settings.max_body_bytes, settings.allowed_uri_prefixes, settings.storage
         )
         engine = await backend.engine()
         clock = Stopwatch()

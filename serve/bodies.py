@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Request
@@ -12,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.storage import StorageSettings, open_fs
 
-from .errors import MalformedInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import MalformedInput, ObjectUnavailable, PayloadTooLarge, UnsupportedMediaType
+from .uris import check_uri
 
 __all__ = [
     "VIDEO_BODY_TYPES",
@@ -28,6 +30,8 @@ JSON = "application/json"
 RAW_VIDEO_TYPES = ("application/octet-stream",)
 VIDEO_BODY_TYPES = ["video/*", *RAW_VIDEO_TYPES, MULTIPART, JSON]
 UPLOAD_FIELD = "video"
+
+logger = logging.getLogger(__name__)
 
 
 class EncodeURIRequest(BaseModel):
@@ -62,7 +66,7 @@ async def video_from_body(
     request: Request,
     body: bytes,
     limit: int,
-    allowed_schemes: list[str],
+    allowed_prefixes: list[str],
     storage: StorageSettings,
 ) -> tuple[bytes, str]:
     """The video container bytes carried by (or named by) an `/encode` body, and its source:
@@ -73,8 +77,8 @@ async def video_from_body(
     elif content_type == MULTIPART:
         video = await _uploaded_video(request, body)
     elif content_type == JSON:
-        uri = _uri_request(body).uri
-        return await _fetch_uri(uri, limit, allowed_schemes, storage), uri
+        uri = check_uri(_uri_request(body).uri, allowed_prefixes)
+        return await asyncio.to_thread(_read_object, uri, limit, storage), uri
     else:
         raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
     return video, "sha256:" + hashlib.sha256(video).hexdigest()
@@ -109,18 +113,14 @@ async def _uploaded_video(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
-async def _fetch_uri(
-    uri: str, limit: int, allowed_schemes: list[str], storage: StorageSettings
-) -> bytes:
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme not in allowed_schemes:
-        raise MalformedInput(
-            f"URI {uri!r} has scheme {scheme or '(none)'!r}; allowed: {', '.join(allowed_schemes)}"
-        )
-    return await asyncio.to_thread(_read_object, uri, limit, storage)
-
-
 def _read_object(uri: str, limit: int, storage: StorageSettings) -> bytes:
+    """The object at `uri` (already checked against the allowlist), at most `limit` bytes.
+
+    Whatever the store answers (no such bucket or key, access denied, a bucket name it rejects,
+    no credentials), the client gets the same ObjectUnavailable; the store's own words go to the
+    replica's log only. Every error is caught here: this thread makes storage calls and nothing
+    else, and no storage failure is the client's business beyond "not readable".
+    """
     try:
         fs, path = open_fs(uri, storage)
         size = fs.size(path)
@@ -128,12 +128,11 @@ def _read_object(uri: str, limit: int, storage: StorageSettings) -> bytes:
             raise PayloadTooLarge(f"object {uri}", int(size), limit)
         with fs.open(path, "rb") as handle:
             data = handle.read(limit + 1)
-    except FileNotFoundError as error:
-        raise MalformedInput(f"no object at {uri}") from error
-    except PermissionError as error:
-        raise MalformedInput(f"the service may not read {uri}: {error}") from error
-    except (OSError, ValueError) as error:
-        raise MalformedInput(f"cannot read {uri}: {type(error).__name__}: {error}") from error
+    except PayloadTooLarge:
+        raise
+    except Exception as error:
+        logger.info("cannot read %s: %s: %s", uri, type(error).__name__, error)
+        raise ObjectUnavailable(uri) from None
     if len(data) > limit:
         raise PayloadTooLarge(f"object {uri}", None, limit)
     return data

@@ -10,6 +10,9 @@
         ├── PayloadTooLarge            413 body or object over `max_body_bytes`
         ├── UnsupportedMediaType       415 a content type the route does not read
         ├── MalformedInput             400 bytes that do not parse as the format they claim
+        ├── URIBodiesOff               403 a URI body where `allowed_uri_prefixes` is empty
+        ├── ObjectUnavailable          404 a URI outside the allowed prefixes, or no object the
+        │                                  service can read there (one answer for both)
         ├── LimitExceeded              422 frames, resolution, clips or latent size over a limit
         └── RequestTimeout             504 the work took longer than `request_timeout_s`
 
@@ -33,9 +36,11 @@ from pipeline.clips import error_reason
 __all__ = [
     "LimitExceeded",
     "MalformedInput",
+    "ObjectUnavailable",
     "PayloadTooLarge",
     "RequestError",
     "RequestTimeout",
+    "URIBodiesOff",
     "Unauthorized",
     "UnsupportedMediaType",
     "install_error_handlers",
@@ -80,6 +85,29 @@ class MalformedInput(RequestError):
     status = 400
 
 
+class URIBodiesOff(RequestError):
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this service reads no URIs (its allowed_uri_prefixes is empty); upload the video bytes"
+        )
+
+
+class ObjectUnavailable(RequestError):
+    """Outside the allowed prefixes, missing or unreadable: one message, no storage details."""
+
+    status = 404
+    SHOWN_URI_CHARS = 200
+
+    def __init__(self, uri: str) -> None:
+        shown = uri[: self.SHOWN_URI_CHARS] + ("..." if len(uri) > self.SHOWN_URI_CHARS else "")
+        super().__init__(
+            f"no object this service may read at {shown!r}; URIs must start with one of the "
+            "allowed_uri_prefixes listed by GET /v1/model"
+        )
+
+
 class LimitExceeded(RequestError):
     status = 422
 
@@ -113,7 +141,9 @@ def status_for(error: BaseException) -> int:
 def _error_response(error: BaseException) -> JSONResponse:
     """The JSON answer for `error`; 401 also names the auth scheme."""
     status = status_for(error)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     body: dict[str, str] = {"error": type(error).__name__, "detail": str(error)}
     if isinstance(error, VideoDecodeError):  # its message is terse; say which input it is about
         body["detail"] = f"the video cannot be used: {error}"

@@ -87,6 +87,9 @@ class ModelInfo(BaseModel):
     torch_threads: int = Field(description="intra-op threads of the replica's model thread")
     config: dict[str, object]
     limits: dict[str, int | float]
+    allowed_uri_prefixes: list[str] = Field(
+        description="what a JSON body {'uri': ...} of /encode may name; empty: URI bodies are off"
+    )
 
 
 def parse_encode_query(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.clips import ClipSettings
 from pipeline.encoding import EncoderSettings
 from pipeline.storage import StorageSettings
+
+from .uris import normalize_prefix
 
 __all__ = ["ServeArgs", "ServeSettings", "resolve_settings"]
 
@@ -63,7 +65,11 @@ class ServeArgs(BaseModel):
         "of 17x256x256 (81,920) fits",
     )
     request_timeout_s: float = Field(default=120.0, gt=0)
-    allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["s3", "gs", "gcs"])
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description="object-storage buckets or folders a JSON body {'uri': ...} may name "
+        "(e.g. s3://videos-bucket/public/); empty: URI bodies are refused (403)",
+    )
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="how to reach object storage for URI bodies"
     )
@@ -83,6 +89,22 @@ class ServeArgs(BaseModel):
         default="auto", description="'auto': one GPU per replica when the cluster has GPUs"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "allowed_uri_schemes" in data:
+            raise ValueError(
+                "allowed_uri_schemes let a client read any bucket the service's credentials "
+                "reach; it is replaced by allowed_uri_prefixes: list the buckets or folders "
+                "(s3://bucket/videos/) URI bodies may name"
+            )
+        return data
+
+    @field_validator("allowed_uri_prefixes")
+    @classmethod
+    def _normalize_prefixes(cls, prefixes: list[str]) -> list[str]:
+        return [normalize_prefix(p) for p in prefixes]
+
     @model_validator(mode="after")
     def _check_ranges(self) -> ServeArgs:
         if self.min_replicas > self.max_replicas:
@@ -94,9 +116,6 @@ class ServeArgs(BaseModel):
                 f"max_ongoing_requests ({self.max_ongoing_requests}) below max_batch_size "
                 f"({self.max_batch_size}) would keep batches from filling"
             )
-        bad = [s for s in self.allowed_uri_schemes if s in {"file", "local", "http", "https"}]
-        if bad:
-            raise ValueError(f"URI schemes {bad} would let callers read local files or any host")
         return self
 
     def autoscaling_config(self) -> dict[str, object]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from serve_testing import ENCODER, Service, main_args, strict_args
+from serve_testing import ENCODER, Service, guard_args, main_args, strict_args
 
 from pipeline.encoding import ClipEncoder
 
@@ -58,6 +58,20 @@ def strict_service(serve_http: str) -> Iterator[Service]:
     args = strict_args()
     serve.run(build_app(args), name="wfvae-strict", route_prefix="/strict")
     url = f"{serve_http}/strict"
+    with httpx.Client(timeout=120.0) as client:
+        wait_ready(client, url)
+        yield Service(url, client, args)
+
+
+@pytest.fixture(scope="package")
+def guard_service(serve_http: str) -> Iterator[Service]:
+    from ray import serve
+
+    from serve.app import build_app
+
+    args = guard_args()
+    serve.run(build_app(args), name="wfvae-guard", route_prefix="/guard")
+    url = f"{serve_http}/guard"
     with httpx.Client(timeout=120.0) as client:
         wait_ready(client, url)
         yield Service(url, client, args)

@@ -29,6 +29,10 @@ MAX_BODY_BYTES = (
     800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
 )
 S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
+BUCKET = "serve-inputs"
+# URI bodies may name objects under this folder only; the rest of the bucket, and every other
+# bucket the credentials reach, must look the same as a missing object.
+ALLOWED_PREFIX = f"s3://{BUCKET}/clips/"
 # The largest latent main_args admits: max_frames 17 -> 5 latent frames, max_pixels 96x96 -> 12x12.
 MAX_LATENT_ELEMENTS = LATENT_DIM * 5 * 12 * 12
 # JSON latents: 3 clips of 9x64x64 (C x 3 x 8 x 8 each, 576 C) fit; 4 of 17x64x64 (1280 C) do not.
@@ -71,6 +75,19 @@ def main_args(s3_endpoint: str) -> ServeArgs:
         num_cpus=0.5,
         torch_threads=1,
         storage=StorageSettings(endpoint_url=s3_endpoint, options=S3_CREDENTIALS),
+        allowed_uri_prefixes=[ALLOWED_PREFIX],
+    )
+
+
+def s3_client(s3_endpoint: str):  # -> boto3 S3 client
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_CREDENTIALS["key"],
+        aws_secret_access_key=S3_CREDENTIALS["secret"],
+        region_name="us-east-1",
     )
 
 
@@ -80,6 +97,17 @@ def strict_args() -> ServeArgs:
         encoder=EncoderSettings(dtype="float32", device="cpu"),
         clip=CLIP,
         request_timeout_s=0.001,
+        num_cpus=0.25,
+        torch_threads=1,
+    )
+
+
+def guard_args() -> ServeArgs:
+    """A third app for the attack and overload tests: URI bodies off, few request slots."""
+    return ServeArgs(
+        encoder=ENCODER,
+        clip=CLIP,
+        auth_token=TOKEN,
         num_cpus=0.25,
         torch_threads=1,
     )

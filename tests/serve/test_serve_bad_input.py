@@ -110,20 +110,6 @@ CASES: dict[str, Case] = {
     "JSON with unknown field": Case(
         "/encode", 422, "uri", lambda v: json.dumps({"url": "s3://b/k"}).encode(), JSON
     ),
-    "URI with a local scheme": Case(
-        "/encode",
-        400,
-        "scheme 'file'",
-        lambda v: json.dumps({"uri": "file:///etc/passwd"}).encode(),
-        JSON,
-    ),
-    "URI without an object": Case(
-        "/encode",
-        400,
-        "s3://no-such-bucket/clip.mp4",
-        lambda v: json.dumps({"uri": "s3://no-such-bucket/clip.mp4"}).encode(),
-        JSON,
-    ),
     "source resolution too high": Case(
         "/encode",
         422,

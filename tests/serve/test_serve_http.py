@@ -6,15 +6,15 @@ import io
 import json
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
 from bundled_model import LATENT_DIM
 from serve_testing import (
+    ALLOWED_PREFIX,
+    BUCKET,
     CLIP,
     ENCODER,
-    S3_CREDENTIALS,
     SAFETENSORS,
     TOKEN,
     TOLERANCE,
@@ -22,6 +22,7 @@ from serve_testing import (
     max_abs_diff,
     mp4_frames,
     reference_latent,
+    s3_client,
     safetensors_metadata,
     safetensors_tensors,
 )
@@ -30,7 +31,6 @@ from pipeline.clips import sample_clips
 from pipeline.encoding import ClipEncoder
 from serve.video import frames_to_uint8
 
-BUCKET = "serve-inputs"
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # BT.601
 
 
@@ -75,6 +75,7 @@ def test_model_info(service: Service, clip_encoder: ClipEncoder) -> None:
     assert info["config"]["_class_name"] == "WFVAEModel"
     assert info["config_hash"] == clip_encoder.config_hash
     assert info["limits"]["max_frames"] == service.args.max_frames
+    assert info["allowed_uri_prefixes"] == [ALLOWED_PREFIX]
     assert (
         info["torch_threads"] == service.args.torch_threads
     )  # set on the thread the model runs on
@@ -153,13 +154,7 @@ def test_encode_reads_a_video_from_object_storage(
     service: Service, clip_encoder: ClipEncoder, sample_videos: dict[str, Path], s3_endpoint: str
 ) -> None:
     video = sample_videos["carphone_distorted"].read_bytes()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id=S3_CREDENTIALS["key"],
-        aws_secret_access_key=S3_CREDENTIALS["secret"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="clips/carphone.mp4", Body=video)
     uri = f"s3://{BUCKET}/clips/carphone.mp4"

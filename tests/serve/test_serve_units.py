@@ -47,6 +47,7 @@ MODULES = [
     "responses",
     "schemas",
     "settings",
+    "uris",
     "video",
 ]
 LIMITS = LatentLimits(
@@ -82,7 +83,10 @@ def test_bad_environment_fails_with_the_field_named(monkeypatch: pytest.MonkeyPa
     [
         ({"min_replicas": 3, "max_replicas": 2}, "exceeds max_replicas"),
         ({"max_batch_size": 64, "max_ongoing_requests": 8}, "keep batches from filling"),
-        ({"allowed_uri_schemes": ["s3", "file"]}, "local files"),
+        ({"allowed_uri_schemes": ["s3"]}, "replaced by allowed_uri_prefixes"),
+        ({"allowed_uri_prefixes": ["file:///data/"]}, "not an object-storage URI"),
+        ({"allowed_uri_prefixes": ["s3://b/x::memory://y"]}, "fsspec chain"),
+        ({"allowed_uri_prefixes": ["s3:///videos/"]}, "empty, '.' or '..'"),
         ({"max_body_bytes": 0}, "greater than or equal to 1"),
         ({"max_frame": 3}, "Extra inputs"),
     ],
