@@ -18,7 +18,13 @@ from pipeline.records import clip_key
 from .auth import bearer_auth
 from .bodies import VIDEO_BODY_TYPES, content_type_of, read_body, video_from_body
 from .engine import DecodeJob, EncodeJob, Job, JobResult, LatentEngine
-from .errors import LimitExceeded, RequestTimeout, UnsupportedMediaType, install_error_handlers
+from .errors import (
+    LimitExceeded,
+    RequestTimeout,
+    UnsupportedMediaType,
+    install_error_handlers,
+    refusing,
+)
 from .latents import JSON_TYPES, NPY_TYPES, SAFETENSORS_TYPES, LatentLimits, parse_latent
 from .responses import decode_response, encode_response
 from .schemas import (
@@ -187,7 +193,8 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         engine = await backend.engine()
         clock = Stopwatch()
         check_source_size(await asyncio.to_thread(probe_frame_size, video), settings)
-        clips = await asyncio.to_thread(sample_clips, video, clip_settings)
+        with refusing("these clip settings cannot be applied to this video", LimitExceeded):
+            clips = await asyncio.to_thread(sample_clips, video, clip_settings)
         clock.lap("video")
         check_clip_count(len(clips), settings)
         if options.key is not None and len(clips) != 1:

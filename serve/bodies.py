@@ -9,11 +9,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.storage import StorageSettings, open_fs
 
-from .errors import MalformedInput, ObjectUnavailable, PayloadTooLarge, UnsupportedMediaType
+from .errors import (
+    MalformedInput,
+    ObjectUnavailable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    refusing,
+)
 from .uris import check_uri
 
 __all__ = [
@@ -85,12 +91,8 @@ async def video_from_body(
 
 
 def _uri_request(body: bytes) -> EncodeURIRequest:
-    try:
+    with refusing('JSON body must be {"uri": "s3://bucket/key"}'):
         return EncodeURIRequest.model_validate(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as error:  # ValidationError is a ValueError
-        if isinstance(error, ValidationError):
-            raise
-        raise MalformedInput(f'JSON body must be {{"uri": "s3://bucket/key"}}: {error}') from error
 
 
 async def _uploaded_video(request: Request, body: bytes) -> bytes:
@@ -101,7 +103,8 @@ async def _uploaded_video(request: Request, body: bytes) -> bytes:
 
     parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=8)
     try:
-        form = await parser.parse()
+        with refusing("multipart body could not be parsed"):
+            form = await parser.parse()
     except MultiPartException as error:
         raise MalformedInput(f"multipart body could not be parsed: {error.message}") from error
     try:

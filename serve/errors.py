@@ -17,6 +17,10 @@
         └── RequestTimeout             504 the work took longer than `request_timeout_s`
 
 A FastAPI or pydantic validation error is 422. Anything else is a bug: 500, logged with its traceback.
+
+Untrusted bytes and text (bodies, latents, the clip settings applied to a client's video) are
+parsed inside `refusing(...)`: the one rule that turns what a parser raises on bad input, caught
+by category (`CLIENT_INPUT_ERRORS`), into a 4xx naming the input and the parser's complaint.
 Every error answer is JSON `{"error": <class name>, "detail": <message>}`, plus `"reason"` (the
 pipeline's short tag, e.g. `unreadable`, `too_short`) for a video that cannot be used.
 """
@@ -24,6 +28,8 @@ pipeline's short tag, e.g. `unreadable`, `too_short`) for a video that cannot be
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,7 +49,9 @@ __all__ = [
     "URIBodiesOff",
     "Unauthorized",
     "UnsupportedMediaType",
+    "CLIENT_INPUT_ERRORS",
     "install_error_handlers",
+    "refusing",
     "status_for",
 ]
 
@@ -117,6 +125,37 @@ class RequestTimeout(RequestError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"request took longer than {seconds:g} s and was abandoned")
+
+
+# What a parser raises when the input, not the code, is wrong, by category: a value of the wrong
+# form (ValueError, with UnicodeError and json's JSONDecodeError), arithmetic past a type's range
+# (ArithmeticError: a 400-digit integer to float, a frame rate of 1e-308), a missing key or index
+# (LookupError), a value of the wrong type (TypeError), nesting deeper than the interpreter's
+# stack (RecursionError), bytes that end early (EOFError). MemoryError is not among them: the
+# limits are checked before anything is allocated, so running out of memory stays a bug.
+CLIENT_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    ArithmeticError,
+    LookupError,
+    TypeError,
+    RecursionError,
+    EOFError,
+)
+MAX_REASON_CHARS = 300
+
+
+@contextmanager
+def refusing(what: str, refusal: type[RequestError] = MalformedInput) -> Iterator[None]:
+    """Parse untrusted input inside this block: an error of `CLIENT_INPUT_ERRORS` becomes
+    `refusal` ("<what>: <ErrorType>: <its first line>"); the project's own errors, which already
+    say what is wrong, and pydantic's (422) pass through unchanged."""
+    try:
+        yield
+    except (WFVAEError, ValidationError):
+        raise
+    except CLIENT_INPUT_ERRORS as error:
+        reason = (str(error).strip().splitlines() or [""])[0][:MAX_REASON_CHARS]
+        raise refusal(f"{what}: {type(error).__name__}: {reason}") from error
 
 
 # Order matters: the first class the error is an instance of decides.
