@@ -190,21 +190,60 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     return sorted(set(starts))  # a short video yields fewer distinct clips, not duplicates
 
 
+# --- bounded memory: frames are decoded and resized in chunks, as uint8 -----------------------
+# A clip is decoded and resized a chunk of frames at a time, so a 4K source never exists as a
+# whole clip at source resolution, and resized as uint8 (torch's integer path: within 1 level of
+# the float path, 15x faster), so no float copy at source size exists either. serve/ computes a
+# request's memory from these (serve/memory.py).
+DECODE_CHUNK_BYTES = 16 * 1024 * 1024  # RGB frames at source size (and at the resize's size)
+
+
+def resize_size(source_hw: tuple[int, int], height: int, width: int, mode: str) -> tuple[int, int]:
+    """(height, width) frames are resized to before the centre crop (crop), or the target (stretch)."""
+    h, w = source_hw
+    if mode == "stretch" or (h, w) == (height, width):
+        return height, width
+    scale = max(height / h, width / w)
+    return max(height, round(h * scale)), max(width, round(w * scale))
+
+
+def frames_per_chunk(source_hw: tuple[int, int], resized_hw: tuple[int, int]) -> int:
+    """Frames decoded and resized at once: DECODE_CHUNK_BYTES of the larger of the two sizes."""
+    frame_bytes = RGB_CHANNELS * max(source_hw[0] * source_hw[1], resized_hw[0] * resized_hw[1])
+    return max(1, DECODE_CHUNK_BYTES // frame_bytes)
+
+
 def _resize(frames: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
     """Resize (T, h, w, 3) uint8 frames to (T, height, width, 3): short side + centre crop, or exact."""
     t, h, w, _ = frames.shape
     if (h, w) == (height, width):
         return frames
-    if mode == "stretch":
-        size = (height, width)
-    else:
-        scale = max(height / h, width / w)
-        size = (max(height, round(h * scale)), max(width, round(w * scale)))
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    size = resize_size((h, w), height, width, mode)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, h, w) uint8, channels-last view
     x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    x = x[:, :, top : top + height, left : left + width]  # (T, 3, H, W)
-    return x.round().clamp(0, UINT8_MAX).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    x = x[:, :, top : top + height, left : left + width]  # (T, 3, H, W) uint8
+    return x.permute(0, 2, 3, 1).contiguous().numpy()  # (T, H, W, 3)
+
+
+def _decode_resized(
+    reader, indices: list[int], source_hw: tuple[int, int], height: int, width: int, mode: str
+) -> np.ndarray:
+    """Frames `indices` of `reader` as (T, height, width, 3) uint8, a bounded chunk at a time."""
+    step = frames_per_chunk(source_hw, resize_size(source_hw, height, width, mode))
+    out = np.empty((len(indices), height, width, RGB_CHANNELS), np.uint8)
+    filled = 0
+    for start in range(0, len(indices), step):
+        chunk = indices[start : start + step]
+        try:
+            frames = reader.get_batch(chunk).asnumpy()  # (t, h, w, 3) uint8
+        except Exception as error:
+            raise _unreadable(error, f"frames {chunk[0]}..{chunk[-1]}: ") from error
+        out[filled : filled + len(frames)] = _resize(frames, height, width, mode)
+        filled += len(frames)
+    if filled != len(indices):
+        raise _too_short(filled, len(indices))
+    return out
 
 
 def _open(video: bytes):  # -> decord.VideoReader
@@ -241,15 +280,11 @@ def sample_clips(video: bytes, settings: ClipSettings) -> list[Clip]:
     clips = []
     for clip_index, start in enumerate(starts):
         indices = list(range(start, start + (num_frames - 1) * stride + 1, stride))
-        try:
-            frames = reader.get_batch(indices).asnumpy()  # (T, h, w, 3) uint8
-        except Exception as error:
-            raise _unreadable(error, f"frames {indices[0]}..{indices[-1]}: ") from error
-        if frames.shape[0] != num_frames:
-            raise _too_short(frames.shape[0], num_frames)
         clips.append(
             Clip(
-                frames=_resize(frames, height, width, settings.resize_mode),
+                frames=_decode_resized(
+                    reader, indices, source_hw, height, width, settings.resize_mode
+                ),
                 frame_indices=indices,
                 fps=source_fps / stride,
                 source_size=source_hw,

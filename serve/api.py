@@ -12,7 +12,7 @@ import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from pipeline.clips import ClipSettings, clip_to_tensor, sample_clips
+from pipeline.clips import ClipSettings, sample_clips
 from pipeline.records import clip_key
 
 from .auth import bearer_auth
@@ -26,18 +26,19 @@ from .errors import (
     refusing,
 )
 from .latents import JSON_TYPES, NPY_TYPES, SAFETENSORS_TYPES, LatentLimits, parse_latent
+from .request_memory import probe_video_streams, worst_encode_footprint
 from .responses import decode_response, encode_response
 from .schemas import (
     DecodeOptions,
     EncodeOptions,
     ModelInfo,
     check_clip_count,
+    check_encode_memory,
     check_source_size,
     parse_encode_query,
     query_parameters,
 )
 from .settings import ServeSettings
-from .video import probe_frame_size
 
 __all__ = ["Backend", "Stopwatch", "create_api", "service_version"]
 
@@ -133,6 +134,14 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     async def model_info() -> ModelInfo:
         """The model: config, compression, channels, scale/shift, versions, and the limits."""
         engine = await bounded(backend.engine())
+        worst_request = worst_encode_footprint(
+            settings.max_body_bytes,
+            settings.max_source_pixels,
+            settings.max_frames,
+            settings.max_pixels,
+            settings.max_clips,
+            settings.max_aspect_ratio,
+        )
         limits = {
             name: getattr(settings, name)
             for name in (
@@ -141,6 +150,8 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 "max_pixels",
                 "max_clips",
                 "max_source_pixels",
+                "max_aspect_ratio",
+                "max_request_bytes",
                 "max_latent_elements",
                 "max_json_elements",
                 "request_timeout_s",
@@ -153,6 +164,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 "service_version": service_version(),
                 "limits": limits,
                 "allowed_uri_prefixes": settings.allowed_uri_prefixes,
+                "worst_request_bytes": worst_request.total,
             }
         )
 
@@ -192,7 +204,9 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
         )
         engine = await backend.engine()
         clock = Stopwatch()
-        check_source_size(await asyncio.to_thread(probe_frame_size, video), settings)
+        stream = await asyncio.to_thread(probe_video_streams, video)
+        check_source_size(stream, settings)
+        check_encode_memory(len(video), stream, clip_settings, settings)  # before decoding
         with refusing("these clip settings cannot be applied to this video", LimitExceeded):
             clips = await asyncio.to_thread(sample_clips, video, clip_settings)
         clock.lap("video")
@@ -219,7 +233,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             ]
         )
         jobs = [
-            EncodeJob(clip_to_tensor(clip.frames), latent_kind, seed, key)  # (1, 3, T, H, W)
+            EncodeJob(clip.frames, latent_kind, seed, key)  # (T, H, W, 3) uint8
             for clip, key in zip(clips, keys, strict=True)
         ]
         results = await asyncio.gather(*(backend.submit(job) for job in jobs))

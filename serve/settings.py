@@ -50,7 +50,20 @@ class ServeArgs(BaseModel):
     max_pixels: int = Field(default=512 * 512, ge=64, description="height * width of a clip")
     max_clips: int = Field(default=8, ge=1, description="clips per /encode request")
     max_source_pixels: int = Field(
-        default=3840 * 2160, ge=64, description="height * width of an uploaded video's frames"
+        default=3840 * 2160,
+        ge=64,
+        description="height * width of an uploaded video's frames, in its largest video stream",
+    )
+    max_aspect_ratio: float = Field(
+        default=4.0,
+        ge=1.0,
+        description="longer side over shorter side, of a clip and of an uploaded video",
+    )
+    max_request_bytes: int = Field(
+        default=1024 * MIB,
+        ge=64 * MIB,
+        description="memory one /encode request may hold (upload, decoding, clips, model "
+        "input; serve/request_memory.py), computed before decoding; over it: 422",
     )
     max_latent_elements: int = Field(
         default=16 * 33 * 64 * 64,

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-__all__ = ["frames_safetensors", "frames_to_uint8", "probe_frame_size", "write_mp4"]
+__all__ = ["frames_safetensors", "frames_to_uint8", "write_mp4"]
 
 UINT8_MAX = 255.0
 MP4_CODEC = "libx264"
@@ -45,18 +45,3 @@ def frames_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str
     from safetensors.torch import save
 
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-
-
-def probe_frame_size(video: bytes) -> tuple[int, int] | None:
-    """(height, width) of the first video stream from the container header, without decoding.
-
-    None when the bytes do not open: the pipeline's decoder then names the problem.
-    """
-    import av
-
-    try:
-        with av.open(io.BytesIO(video)) as container:
-            stream = container.streams.video[0]
-            return int(stream.codec_context.height), int(stream.codec_context.width)
-    except (av.error.FFmpegError, IndexError, ValueError, OSError):
-        return None

@@ -102,12 +102,31 @@ def strict_args() -> ServeArgs:
     )
 
 
+# The guard app's worst request: a 720p source, 33 frames, two clips at the extreme aspect ratio.
+GUARD_SOURCE_HW = (720, 1280)
+GUARD_MAX_FRAMES = 33
+GUARD_MAX_PIXELS = 64 * 64
+GUARD_MAX_CLIPS = 2
+GUARD_ASPECT = 4.0
+# Its budget: the footprint of that request is ~190 MiB; decoding it the old way (the whole clip
+# at source size, resized through float32) peaked at ~640 MiB.
+GUARD_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+
+
 def guard_args() -> ServeArgs:
-    """A third app for the attack and overload tests: URI bodies off, few request slots."""
+    """A third app for the attack and overload tests: URI bodies off, limits sized for a 720p
+    source, a memory budget its worst request fits."""
     return ServeArgs(
         encoder=ENCODER,
         clip=CLIP,
         auth_token=TOKEN,
+        max_body_bytes=4 * 1024 * 1024,
+        max_source_pixels=GUARD_SOURCE_HW[0] * GUARD_SOURCE_HW[1],
+        max_frames=GUARD_MAX_FRAMES,
+        max_pixels=GUARD_MAX_PIXELS,
+        max_clips=GUARD_MAX_CLIPS,
+        max_aspect_ratio=GUARD_ASPECT,
+        max_request_bytes=GUARD_MAX_REQUEST_BYTES,
         num_cpus=0.25,
         torch_threads=1,
     )
