@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from concurrent.futures import Executor
 from importlib import metadata as package_metadata
 from typing import Protocol, TypeVar
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pipeline.clips import ClipSettings, sample_clips
 from pipeline.records import clip_key
 
+from .admission import RequestSlots
 from .auth import bearer_auth
 from .bodies import VIDEO_BODY_TYPES, content_type_of, read_body, video_from_body
 from .engine import DecodeJob, EncodeJob, Job, JobResult, LatentEngine
@@ -57,6 +59,12 @@ class Backend(Protocol):
     def load_state(self) -> tuple[bool, str | None]: ...
 
     async def submit(self, job: Job) -> JobResult: ...
+
+    @property
+    def slots(self) -> RequestSlots: ...
+
+    @property
+    def storage_pools(self) -> Mapping[str, Executor]: ...
 
 
 def service_version() -> str:
@@ -155,6 +163,10 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 "max_latent_elements",
                 "max_json_elements",
                 "request_timeout_s",
+                "body_idle_timeout_s",
+                "storage_timeout_s",
+                "max_ongoing_requests",
+                "max_queued_requests",
                 "max_batch_size",
             )
         }
@@ -191,17 +203,16 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     )
     async def encode(request: Request) -> Response:
         """A video to its latent, exactly as the pipeline would write it (one row per clip)."""
-        return await bounded(_encode(request))
+        with backend.slots.hold():  # 503 at once when every slot is taken, before the body
+            return await bounded(_encode(request))
 
     async def _encode(request: Request) -> Response:
         content_type = content_type_of(request)
         if not (content_type.startswith("video/") or content_type in VIDEO_BODY_TYPES):
             raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
         options, clip_settings = parse_encode_query(request.query_params, settings)
-        body = await read_body(request, settings.max_body_bytes)
-        video, source = await video_from_body(
-            request, body, settings.max_body_bytes, settings.allowed_uri_prefixes, settings.storage
-        )
+        body = await read_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
+        video, source = await video_from_body(request, body, settings, backend.storage_pools)
         engine = await backend.engine()
         clock = Stopwatch()
         stream = await asyncio.to_thread(probe_video_streams, video)
@@ -266,14 +277,15 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     )
     async def decode(request: Request) -> Response:
         """A latent to an MP4 (or raw frames)."""
-        return await bounded(_decode(request))
+        with backend.slots.hold():
+            return await bounded(_decode(request))
 
     async def _decode(request: Request) -> Response:
         content_type = content_type_of(request)
         if content_type not in LATENT_BODY_TYPES:
             raise UnsupportedMediaType(content_type, LATENT_BODY_TYPES)
         options = DecodeOptions.model_validate(dict(request.query_params))
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
         engine = await backend.engine()
         limits = LatentLimits(
             latent_dim=engine.latent_dim,

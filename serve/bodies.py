@@ -6,21 +6,30 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
 from pipeline.storage import StorageSettings, open_fs
 
 from .errors import (
+    BodyTimeout,
+    ClientGone,
     MalformedInput,
     ObjectUnavailable,
     PayloadTooLarge,
+    StorageTimeout,
     UnsupportedMediaType,
     refusing,
 )
 from .uris import check_uri
+
+if TYPE_CHECKING:
+    from .settings import ServeSettings
 
 __all__ = [
     "VIDEO_BODY_TYPES",
@@ -53,27 +62,35 @@ def content_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing one over `limit` bytes before (Content-Length) or while reading."""
+async def read_body(request: Request, limit: int, idle_timeout_s: float) -> bytes:
+    """The whole body, refusing one over `limit` bytes before (Content-Length) or while reading,
+    and one that sends nothing for `idle_timeout_s` (a stalled upload holds a request slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge("request body", int(declared), limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream, None), timeout=idle_timeout_s)
+        except asyncio.TimeoutError as error:
+            raise BodyTimeout(idle_timeout_s) from error
+        except ClientDisconnect as error:
+            raise ClientGone() from error
+        if chunk is None:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge("request body", None, limit)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def video_from_body(
     request: Request,
     body: bytes,
-    limit: int,
-    allowed_prefixes: list[str],
-    storage: StorageSettings,
+    settings: ServeSettings,
+    storage_pools: Mapping[str, Executor],
 ) -> tuple[bytes, str]:
     """The video container bytes carried by (or named by) an `/encode` body, and its source:
     the URI a JSON body named, else `sha256:<digest>` of the bytes (for clip keys)."""
@@ -83,11 +100,24 @@ async def video_from_body(
     elif content_type == MULTIPART:
         video = await _uploaded_video(request, body)
     elif content_type == JSON:
-        uri = check_uri(_uri_request(body).uri, allowed_prefixes)
-        return await asyncio.to_thread(_read_object, uri, limit, storage), uri
+        uri = check_uri(_uri_request(body).uri, settings.allowed_uri_prefixes)
+        pool = next(pool for prefix, pool in storage_pools.items() if uri.startswith(prefix))
+        return await _fetch_object(uri, settings, pool), uri
     else:
         raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
     return video, "sha256:" + hashlib.sha256(video).hexdigest()
+
+
+async def _fetch_object(uri: str, settings: ServeSettings, storage_pool: Executor) -> bytes:
+    """`_read_object` on its prefix's storage threads, abandoned after `storage_timeout_s` (the
+    thread finishes when the store gives up; the pool's size bounds how many can be stuck so)."""
+    read = asyncio.get_running_loop().run_in_executor(
+        storage_pool, _read_object, uri, settings.max_body_bytes, settings.storage
+    )
+    try:
+        return await asyncio.wait_for(read, timeout=settings.storage_timeout_s)
+    except asyncio.TimeoutError as error:
+        raise StorageTimeout(settings.storage_timeout_s) from error
 
 
 def _uri_request(body: bytes) -> EncodeURIRequest:

@@ -13,7 +13,11 @@
         ├── URIBodiesOff               403 a URI body where `allowed_uri_prefixes` is empty
         ├── ObjectUnavailable          404 a URI outside the allowed prefixes, or no object the
         │                                  service can read there (one answer for both)
+        ├── BodyTimeout                408 no body bytes for `body_idle_timeout_s`
+        ├── ClientGone                 400 the client closed the connection mid-body (unread)
         ├── LimitExceeded              422 frames, resolution, clips or latent size over a limit
+        ├── Overloaded                 503 every request slot of the replica is taken (Retry-After)
+        ├── StorageTimeout             504 object storage did not answer in `storage_timeout_s`
         └── RequestTimeout             504 the work took longer than `request_timeout_s`
 
 A FastAPI or pydantic validation error is 422. Anything else is a bug: 500, logged with its traceback.
@@ -40,12 +44,16 @@ from model.errors import CheckpointError, ConfigError, InputShapeError, VideoDec
 from pipeline.clips import error_reason
 
 __all__ = [
+    "BodyTimeout",
+    "ClientGone",
     "LimitExceeded",
     "MalformedInput",
     "ObjectUnavailable",
+    "Overloaded",
     "PayloadTooLarge",
     "RequestError",
     "RequestTimeout",
+    "StorageTimeout",
     "URIBodiesOff",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -116,8 +124,41 @@ class ObjectUnavailable(RequestError):
         )
 
 
+class BodyTimeout(RequestError):
+    status = 408
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no request body bytes arrived for {seconds:g} s; send the body at once")
+
+
+class ClientGone(RequestError):
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before sending the whole body")
+
+
 class LimitExceeded(RequestError):
     status = 422
+
+
+class Overloaded(RequestError):
+    """Every slot taken: refused at once, with `Retry-After`, instead of joining a queue."""
+
+    status = 503
+
+    def __init__(self, slots: int, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"all {slots} request slots of this replica are taken; retry in {retry_after_s} s"
+        )
+
+
+class StorageTimeout(RequestError):
+    status = 504
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"object storage did not hand over the object within {seconds:g} s")
 
 
 class RequestTimeout(RequestError):
@@ -183,6 +224,8 @@ def _error_response(error: BaseException) -> JSONResponse:
     headers: dict[str, str] | None = None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(error, Overloaded):
+        headers = {"Retry-After": str(error.retry_after_s)}
     body: dict[str, str] = {"error": type(error).__name__, "detail": str(error)}
     if isinstance(error, VideoDecodeError):  # its message is terse; say which input it is about
         body["detail"] = f"the video cannot be used: {error}"

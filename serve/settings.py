@@ -78,6 +78,17 @@ class ServeArgs(BaseModel):
         "of 17x256x256 (81,920) fits",
     )
     request_timeout_s: float = Field(default=120.0, gt=0)
+    body_idle_timeout_s: float = Field(
+        default=10.0, gt=0, description="408 when a request body sends no bytes for this long"
+    )
+    storage_timeout_s: float = Field(
+        default=30.0, gt=0, description="504 when object storage takes longer to hand over a URI"
+    )
+    storage_threads: int = Field(
+        default=4,
+        ge=1,
+        description="threads reading URI bodies from object storage, apart from all other work",
+    )
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list,
         description="object-storage buckets or folders a JSON body {'uri': ...} may name "
@@ -90,7 +101,20 @@ class ServeArgs(BaseModel):
     # --- batching and scaling --------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.02, ge=0)
-    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_ongoing_requests: int = Field(
+        default=32,
+        ge=1,
+        description="/encode and /decode requests a replica holds at once, uploads included; "
+        "one more is answered 503 with Retry-After before its body is read",
+    )
+    max_queued_requests: int = Field(
+        default=16,
+        ge=0,
+        description="requests each Serve proxy queues while every replica is full; beyond: 503",
+    )
+    retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After (seconds) of a 503 for overload"
+    )
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
     initial_replicas: int | None = Field(default=None, ge=0)

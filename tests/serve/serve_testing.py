@@ -56,7 +56,13 @@ class Service:
 ENCODER = EncoderSettings(dtype="float32", device="cpu", chunk_frames=8)
 
 
-def main_args(s3_endpoint: str) -> ServeArgs:
+# gs:// objects under this prefix sit behind an endpoint that accepts connections and never
+# answers (tests/serve/conftest.py `silent_endpoint`): an unreachable object store.
+SILENT_PREFIX = "gs://unreachable-bucket/"
+STORAGE_TIMEOUT_S = 2.0
+
+
+def main_args(s3_endpoint: str, silent_endpoint: str) -> ServeArgs:
     return ServeArgs(
         encoder=ENCODER,
         chunk_latents=2,
@@ -74,8 +80,12 @@ def main_args(s3_endpoint: str) -> ServeArgs:
         max_ongoing_requests=32,
         num_cpus=0.5,
         torch_threads=1,
-        storage=StorageSettings(endpoint_url=s3_endpoint, options=S3_CREDENTIALS),
-        allowed_uri_prefixes=[ALLOWED_PREFIX],
+        storage=StorageSettings(
+            endpoint_url=s3_endpoint, gcs_endpoint_url=silent_endpoint, options=S3_CREDENTIALS
+        ),
+        allowed_uri_prefixes=[ALLOWED_PREFIX, SILENT_PREFIX],
+        storage_timeout_s=STORAGE_TIMEOUT_S,
+        storage_threads=2,
     )
 
 
@@ -111,11 +121,13 @@ GUARD_ASPECT = 4.0
 # Its budget: the footprint of that request is ~190 MiB; decoding it the old way (the whole clip
 # at source size, resized through float32) peaked at ~640 MiB.
 GUARD_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+GUARD_SLOTS = 2  # request slots of its replica
+GUARD_BODY_IDLE_S = 2.0
 
 
 def guard_args() -> ServeArgs:
     """A third app for the attack and overload tests: URI bodies off, limits sized for a 720p
-    source, a memory budget its worst request fits."""
+    source, a memory budget its worst request fits, two request slots, a short body timeout."""
     return ServeArgs(
         encoder=ENCODER,
         clip=CLIP,
@@ -127,6 +139,11 @@ def guard_args() -> ServeArgs:
         max_clips=GUARD_MAX_CLIPS,
         max_aspect_ratio=GUARD_ASPECT,
         max_request_bytes=GUARD_MAX_REQUEST_BYTES,
+        max_batch_size=GUARD_SLOTS,
+        max_ongoing_requests=GUARD_SLOTS,
+        max_queued_requests=2,
+        retry_after_s=1,
+        body_idle_timeout_s=GUARD_BODY_IDLE_S,
         num_cpus=0.25,
         torch_threads=1,
     )

@@ -16,6 +16,7 @@ from serve_testing import (
     CLIP,
     ENCODER,
     SAFETENSORS,
+    SILENT_PREFIX,
     TOKEN,
     TOLERANCE,
     Service,
@@ -75,7 +76,9 @@ def test_model_info(service: Service, clip_encoder: ClipEncoder) -> None:
     assert info["config"]["_class_name"] == "WFVAEModel"
     assert info["config_hash"] == clip_encoder.config_hash
     assert info["limits"]["max_frames"] == service.args.max_frames
-    assert info["allowed_uri_prefixes"] == [ALLOWED_PREFIX]
+    assert info["allowed_uri_prefixes"] == [ALLOWED_PREFIX, SILENT_PREFIX]
+    assert info["limits"]["max_request_bytes"] == service.args.max_request_bytes
+    assert 0 < info["worst_request_bytes"] <= service.args.max_request_bytes
     assert (
         info["torch_threads"] == service.args.torch_threads
     )  # set on the thread the model runs on
