@@ -37,6 +37,7 @@ from serve.settings import ServeArgs, ServeSettings, resolve_settings
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_YAML = REPO / "serve" / "serve_config.yaml"
 MODULES = [
+    "admission",
     "app",
     "api",
     "auth",
