@@ -23,13 +23,16 @@ __all__ = [
     "REASON_EMPTY",
     "REASON_TOO_SHORT",
     "REASON_UNREADABLE",
+    "DECODE_CHUNK_BYTES",
     "Bucket",
     "Clip",
     "ClipSettings",
     "choose_bucket",
     "clip_to_tensor",
     "error_reason",
+    "frames_per_chunk",
     "plan_clip_starts",
+    "resize_size",
     "sample_clips",
 ]
 
