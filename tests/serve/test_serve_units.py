@@ -248,3 +248,18 @@ def test_all_lists_every_public_definition(name: str) -> None:
     assert defined <= exported, f"missing from serve.{name}.__all__: {sorted(defined - exported)}"
     assert all(hasattr(module, attr) for attr in exported)
     assert set(serve.__all__) <= set(dir(serve))
+
+
+def test_request_slots_refuse_one_more_at_once_and_free_on_exit() -> None:
+    from serve.admission import RequestSlots
+    from serve.errors import Overloaded
+
+    slots = RequestSlots(limit=2, retry_after_s=3)
+    with slots.hold(), slots.hold():
+        with pytest.raises(Overloaded, match="all 2 request slots") as refused:
+            with slots.hold():
+                pass
+        assert refused.value.retry_after_s == 3 and status_for(refused.value) == 503
+    with pytest.raises(RuntimeError), slots.hold():  # an error in the request frees its slot
+        raise RuntimeError("request failed")
+    assert slots.in_use == 0
