@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from concurrent.futures import Executor
 from importlib import metadata as package_metadata
 from typing import Protocol, TypeVar
 
@@ -12,21 +13,29 @@ import torch
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from model.errors import VideoDecodeError
-from model.media import ClipSettings, probe_video, sample_clips, to_model_input
+from model.media import ClipSettings, sample_clips
 from pipeline.records import clip_key
 
+from .admission import RequestSlots
 from .auth import bearer_auth
 from .bodies import VIDEO_BODY_TYPES, content_type_of, read_body, video_from_body
 from .engine import DecodeJob, EncodeJob, Job, JobResult, LatentEngine
-from .errors import LimitExceeded, RequestTimeout, UnsupportedMediaType, install_error_handlers
+from .errors import (
+    LimitExceeded,
+    RequestTimeout,
+    UnsupportedMediaType,
+    install_error_handlers,
+    refusing,
+)
 from .latents import JSON_TYPES, NPY_TYPES, SAFETENSORS_TYPES, LatentLimits, parse_latent
+from .request_memory import probe_video_streams, worst_encode_footprint
 from .responses import decode_response, encode_response
 from .schemas import (
     DecodeOptions,
     EncodeOptions,
     ModelInfo,
     check_clip_count,
+    check_encode_memory,
     check_source_size,
     parse_encode_query,
     query_parameters,
@@ -51,16 +60,14 @@ class Backend(Protocol):
 
     async def submit(self, job: Job) -> JobResult: ...
 
+    @property
+    def slots(self) -> RequestSlots: ...
+
+    @property
+    def storage_pools(self) -> Mapping[str, Executor]: ...
 
 
-def _largest_frame_size(video: bytes) -> tuple[int, int] | None:
-    """(height, width) of the container's largest video stream: every stream counts, since a
-    container may carry a small first stream beside a huge one; None when the header does not
-    read (sampling then names the problem)."""
-    try:
-        return probe_video(video).largest_frame_size
-    except VideoDecodeError:
-        return None
+
 
 def service_version() -> str:
     try:
@@ -137,6 +144,14 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     async def model_info() -> ModelInfo:
         """The model: config, compression, channels, scale/shift, versions, and the limits."""
         engine = await bounded(backend.engine())
+        worst_request = worst_encode_footprint(
+            settings.max_body_bytes,
+            settings.max_source_pixels,
+            settings.max_frames,
+            settings.max_pixels,
+            settings.max_clips,
+            settings.max_aspect_ratio,
+        )
         limits = {
             name: getattr(settings, name)
             for name in (
@@ -145,14 +160,26 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
                 "max_pixels",
                 "max_clips",
                 "max_source_pixels",
+                "max_aspect_ratio",
+                "max_request_bytes",
                 "max_latent_elements",
                 "max_json_elements",
                 "request_timeout_s",
+                "body_idle_timeout_s",
+                "storage_timeout_s",
+                "max_ongoing_requests",
+                "max_queued_requests",
                 "max_batch_size",
             )
         }
         return ModelInfo.model_validate(
-            {**engine.model_info(), "service_version": service_version(), "limits": limits}
+            {
+                **engine.model_info(),
+                "service_version": service_version(),
+                "limits": limits,
+                "allowed_uri_prefixes": settings.allowed_uri_prefixes,
+                "worst_request_bytes": worst_request.total,
+            }
         )
 
     @private.get("/openapi.json", include_in_schema=False)
@@ -178,21 +205,23 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     )
     async def encode(request: Request) -> Response:
         """A video to its latent, exactly as the pipeline would write it (one row per clip)."""
-        return await bounded(_encode(request))
+        with backend.slots.hold():  # 503 at once when every slot is taken, before the body
+            return await bounded(_encode(request))
 
     async def _encode(request: Request) -> Response:
         content_type = content_type_of(request)
         if not (content_type.startswith("video/") or content_type in VIDEO_BODY_TYPES):
             raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
         options, clip_settings = parse_encode_query(request.query_params, settings)
-        body = await read_body(request, settings.max_body_bytes)
-        video, source = await video_from_body(
-            request, body, settings.max_body_bytes, settings.allowed_uri_schemes, settings.storage
-        )
+        body = await read_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
+        video, source = await video_from_body(request, body, settings, backend.storage_pools)
         engine = await backend.engine()
         clock = Stopwatch()
-        check_source_size(await asyncio.to_thread(_largest_frame_size, video), settings)
-        clips = await asyncio.to_thread(sample_clips, video, clip_settings)
+        stream = await asyncio.to_thread(probe_video_streams, video)
+        check_source_size(stream, settings)
+        check_encode_memory(len(video), stream, clip_settings, settings)  # before decoding
+        with refusing("these clip settings cannot be applied to this video", LimitExceeded):
+            clips = await asyncio.to_thread(sample_clips, video, clip_settings)
         clock.lap("video")
         check_clip_count(len(clips), settings)
         if options.key is not None and len(clips) != 1:
@@ -217,7 +246,7 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
             ]
         )
         jobs = [
-            EncodeJob(to_model_input(clip.frames), latent_kind, seed, key)  # (1, 3, T, H, W)
+            EncodeJob(clip.frames, latent_kind, seed, key)  # (T, H, W, 3) uint8
             for clip, key in zip(clips, keys, strict=True)
         ]
         results = await asyncio.gather(*(backend.submit(job) for job in jobs))
@@ -250,14 +279,15 @@ def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
     )
     async def decode(request: Request) -> Response:
         """A latent to an MP4 (or raw frames)."""
-        return await bounded(_decode(request))
+        with backend.slots.hold():
+            return await bounded(_decode(request))
 
     async def _decode(request: Request) -> Response:
         content_type = content_type_of(request)
         if content_type not in LATENT_BODY_TYPES:
             raise UnsupportedMediaType(content_type, LATENT_BODY_TYPES)
         options = DecodeOptions.model_validate(dict(request.query_params))
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes, settings.body_idle_timeout_s)
         engine = await backend.engine()
         limits = LatentLimits(
             latent_dim=engine.latent_dim,

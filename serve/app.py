@@ -11,7 +11,9 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
+from .admission import PROBE_SLOTS, RequestSlots
 from .api import create_api
 from .engine import Job, JobResult, LatentEngine
 from .settings import ServeArgs, ServeSettings, resolve_settings
@@ -46,6 +48,14 @@ class LatentServer:
         # HTTP parsing, video decoding and the next batch's gathering go on meanwhile), and on
         # the thread whose OpenMP thread count the engine set (that count is per thread).
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wfvae-model")
+        # Object-storage reads get threads of their own, a bounded pool per allowed prefix: a
+        # slow or unreachable store then ties up its own threads only, never the default pool
+        # that decodes every request's video, nor the reads of another bucket.
+        self.storage_pools = {
+            prefix: ThreadPoolExecutor(settings.storage_threads, f"wfvae-storage-{index}")
+            for index, prefix in enumerate(settings.allowed_uri_prefixes)
+        }
+        self.slots = RequestSlots(settings.max_ongoing_requests, settings.retry_after_s)
         self._loading: asyncio.Future[LatentEngine] = asyncio.get_running_loop().run_in_executor(
             self._model_thread, self._load
         )
@@ -108,6 +118,11 @@ def build_app(args: ServeArgs) -> Application:
             "num_cpus": settings.num_cpus,
             "num_gpus": _gpus_per_replica(settings.num_gpus),
         },
-        max_ongoing_requests=settings.max_ongoing_requests,
+        # The work's slots are counted in the replica (admission.py); Serve's holds the probes' too.
+        max_ongoing_requests=settings.max_ongoing_requests + PROBE_SLOTS,
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(
+            status_code=503, retry_after_s=settings.retry_after_s
+        ),
         autoscaling_config=settings.autoscaling_config(),
     ).bind(settings)

@@ -5,14 +5,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import ClientDisconnect
 
 from pipeline.storage import StorageSettings, open_fs
 
-from .errors import MalformedInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import (
+    BodyTimeout,
+    ClientGone,
+    MalformedInput,
+    ObjectUnavailable,
+    PayloadTooLarge,
+    StorageTimeout,
+    UnsupportedMediaType,
+    refusing,
+)
+from .uris import check_uri
+
+if TYPE_CHECKING:
+    from .settings import ServeSettings
 
 __all__ = [
     "VIDEO_BODY_TYPES",
@@ -29,6 +46,8 @@ RAW_VIDEO_TYPES = ("application/octet-stream",)
 VIDEO_BODY_TYPES = ["video/*", *RAW_VIDEO_TYPES, MULTIPART, JSON]
 UPLOAD_FIELD = "video"
 
+logger = logging.getLogger(__name__)
+
 
 class EncodeURIRequest(BaseModel):
     """The JSON body of `/encode`: a video in object storage (`s3://bucket/key.mp4`)."""
@@ -43,27 +62,35 @@ def content_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing one over `limit` bytes before (Content-Length) or while reading."""
+async def read_body(request: Request, limit: int, idle_timeout_s: float) -> bytes:
+    """The whole body, refusing one over `limit` bytes before (Content-Length) or while reading,
+    and one that sends nothing for `idle_timeout_s` (a stalled upload holds a request slot)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge("request body", int(declared), limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream, None), timeout=idle_timeout_s)
+        except asyncio.TimeoutError as error:
+            raise BodyTimeout(idle_timeout_s) from error
+        except ClientDisconnect as error:
+            raise ClientGone() from error
+        if chunk is None:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge("request body", None, limit)
         chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def video_from_body(
     request: Request,
     body: bytes,
-    limit: int,
-    allowed_schemes: list[str],
-    storage: StorageSettings,
+    settings: ServeSettings,
+    storage_pools: Mapping[str, Executor],
 ) -> tuple[bytes, str]:
     """The video container bytes carried by (or named by) an `/encode` body, and its source:
     the URI a JSON body named, else `sha256:<digest>` of the bytes (for clip keys)."""
@@ -73,20 +100,29 @@ async def video_from_body(
     elif content_type == MULTIPART:
         video = await _uploaded_video(request, body)
     elif content_type == JSON:
-        uri = _uri_request(body).uri
-        return await _fetch_uri(uri, limit, allowed_schemes, storage), uri
+        uri = check_uri(_uri_request(body).uri, settings.allowed_uri_prefixes)
+        pool = next(pool for prefix, pool in storage_pools.items() if uri.startswith(prefix))
+        return await _fetch_object(uri, settings, pool), uri
     else:
         raise UnsupportedMediaType(content_type, VIDEO_BODY_TYPES)
     return video, "sha256:" + hashlib.sha256(video).hexdigest()
 
 
-def _uri_request(body: bytes) -> EncodeURIRequest:
+async def _fetch_object(uri: str, settings: ServeSettings, storage_pool: Executor) -> bytes:
+    """`_read_object` on its prefix's storage threads, abandoned after `storage_timeout_s` (the
+    thread finishes when the store gives up; the pool's size bounds how many can be stuck so)."""
+    read = asyncio.get_running_loop().run_in_executor(
+        storage_pool, _read_object, uri, settings.max_body_bytes, settings.storage
+    )
     try:
+        return await asyncio.wait_for(read, timeout=settings.storage_timeout_s)
+    except asyncio.TimeoutError as error:
+        raise StorageTimeout(settings.storage_timeout_s) from error
+
+
+def _uri_request(body: bytes) -> EncodeURIRequest:
+    with refusing('JSON body must be {"uri": "s3://bucket/key"}'):
         return EncodeURIRequest.model_validate(json.loads(body))
-    except (ValueError, UnicodeDecodeError) as error:  # ValidationError is a ValueError
-        if isinstance(error, ValidationError):
-            raise
-        raise MalformedInput(f'JSON body must be {{"uri": "s3://bucket/key"}}: {error}') from error
 
 
 async def _uploaded_video(request: Request, body: bytes) -> bytes:
@@ -97,7 +133,8 @@ async def _uploaded_video(request: Request, body: bytes) -> bytes:
 
     parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=8)
     try:
-        form = await parser.parse()
+        with refusing("multipart body could not be parsed"):
+            form = await parser.parse()
     except MultiPartException as error:
         raise MalformedInput(f"multipart body could not be parsed: {error.message}") from error
     try:
@@ -109,18 +146,14 @@ async def _uploaded_video(request: Request, body: bytes) -> bytes:
         await form.close()
 
 
-async def _fetch_uri(
-    uri: str, limit: int, allowed_schemes: list[str], storage: StorageSettings
-) -> bytes:
-    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
-    if scheme not in allowed_schemes:
-        raise MalformedInput(
-            f"URI {uri!r} has scheme {scheme or '(none)'!r}; allowed: {', '.join(allowed_schemes)}"
-        )
-    return await asyncio.to_thread(_read_object, uri, limit, storage)
-
-
 def _read_object(uri: str, limit: int, storage: StorageSettings) -> bytes:
+    """The object at `uri` (already checked against the allowlist), at most `limit` bytes.
+
+    Whatever the store answers (no such bucket or key, access denied, a bucket name it rejects,
+    no credentials), the client gets the same ObjectUnavailable; the store's own words go to the
+    replica's log only. Every error is caught here: this thread makes storage calls and nothing
+    else, and no storage failure is the client's business beyond "not readable".
+    """
     try:
         fs, path = open_fs(uri, storage)
         size = fs.size(path)
@@ -128,12 +161,11 @@ def _read_object(uri: str, limit: int, storage: StorageSettings) -> bytes:
             raise PayloadTooLarge(f"object {uri}", int(size), limit)
         with fs.open(path, "rb") as handle:
             data = handle.read(limit + 1)
-    except FileNotFoundError as error:
-        raise MalformedInput(f"no object at {uri}") from error
-    except PermissionError as error:
-        raise MalformedInput(f"the service may not read {uri}: {error}") from error
-    except (OSError, ValueError) as error:
-        raise MalformedInput(f"cannot read {uri}: {type(error).__name__}: {error}") from error
+    except PayloadTooLarge:
+        raise
+    except Exception as error:
+        logger.info("cannot read %s: %s: %s", uri, type(error).__name__, error)
+        raise ObjectUnavailable(uri) from None
     if len(data) > limit:
         raise PayloadTooLarge(f"object {uri}", None, limit)
     return data

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+from model.media import to_model_input
 from pipeline.encoding import ClipEncoder, LatentKind
 
 from .settings import ServeSettings
@@ -23,16 +24,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EncodeJob:
-    """One clip to encode: (1, 3, T, H, W) in [-1, 1], with the latent it asks for."""
+    """One clip to encode: (T, H, W, 3) uint8 frames, with the latent it asks for.
 
-    video: torch.Tensor  # (1, 3, T, H, W)
+    Frames stay uint8 until the batch is built: the float32 model input (4x the bytes) then
+    exists once per batch, not once per job and again in the batch.
+    """
+
+    frames: np.ndarray  # (T, H, W, 3) uint8
     latent_kind: LatentKind
     seed: int
     key: str  # seeds the noise of latent_kind="sample", as in the pipeline
 
     def group(self) -> Hashable:
         seed = self.seed if self.latent_kind == "sample" else None  # only sampling reads it
-        return ("encode", tuple(self.video.shape[1:]), self.latent_kind, seed)
+        return ("encode", tuple(self.frames.shape), self.latent_kind, seed)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,13 @@ class LatentEngine:
         first = jobs[0]
         if isinstance(first, EncodeJob):
             encode_jobs = [j for j in jobs if isinstance(j, EncodeJob)]
-            x = torch.cat([j.video for j in encode_jobs])  # (N, 3, T, H, W)
+            if len(encode_jobs) == 1:
+                x = to_model_input(first.frames)  # (1, 3, T, H, W) float32
+            else:
+                t, h, w, c = first.frames.shape
+                x = torch.empty((len(encode_jobs), c, t, h, w))  # (N, 3, T, H, W) float32
+                for index, job in enumerate(encode_jobs):
+                    x[index] = to_model_input(job.frames)[0]  # one clip's float copy at a time
             encoder = self._encoder_for(first.latent_kind, first.seed)
             z = torch.from_numpy(encoder.encode(x, keys=[j.key for j in encode_jobs]))
             return list(z.split(1))  # N x (1, C, t, h, w)

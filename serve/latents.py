@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
+import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,7 @@ from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from model.errors import InputShapeError
 from model.validation import check_latent as model_check_latent
 
-from .errors import LimitExceeded, MalformedInput
+from .errors import LimitExceeded, MalformedInput, PayloadTooLarge, refusing
 
 __all__ = [
     "LatentLimits",
@@ -29,6 +30,17 @@ NPY_TYPES = ("application/x-npy", "application/npy")
 JSON_TYPES = ("application/json",)
 LATENT_KEY = "latent"  # the tensor name /encode writes and /decode looks for first
 
+# Floating-point dtypes a latent may travel in. float8 and the 4- and 6-bit float types are
+# refused: the model's NaN/Inf check and its arithmetic do not run on them.
+SAFETENSORS_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+SAFETENSORS_HEADER_BYTES = 8  # a little-endian u64: the length of the JSON header after it
+# .npy: little-endian or single-byte-order IEEE floats only (no big-endian, no long double).
+NPY_FLOAT_DTYPES = ("<f2", "<f4", "<f8")
+# A JSON number with its separator: "-1.2345678e-05, " is 16 characters; 32 leaves room for
+# whitespace and more digits, and bounds what a JSON body may hold before it is parsed.
+MAX_JSON_CHARS_PER_ELEMENT = 32
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz archive
+
 
 @dataclass(frozen=True)
 class LatentLimits:
@@ -42,13 +54,20 @@ class LatentLimits:
 
 
 def parse_latent(body: bytes, content_type: str, limits: LatentLimits) -> torch.Tensor:
-    """The latent in `body`, as (B, C, t, h, w), checked by `check_latent`."""
+    """The latent in `body`, as (B, C, t, h, w), checked by `check_latent`.
+
+    Sizes are checked from the headers before anything is allocated; whatever a parser raises on
+    bytes that are not what they claim is a 400 (`refusing`).
+    """
     if content_type in SAFETENSORS_TYPES:
-        latent = _from_safetensors(body)
+        with refusing("body is not a safetensors file"):
+            latent = _from_safetensors(body, limits.max_latent_elements)
     elif content_type in NPY_TYPES:
-        latent = _from_npy(body)
+        with refusing("body is not a .npy file"):
+            latent = _from_npy(body, limits.max_latent_elements)
     else:  # JSON_TYPES; the route refuses every other type before it gets here
-        latent = _from_json(body, limits.max_json_elements)
+        with refusing("body is not JSON holding a latent"):
+            latent = _from_json(body, limits.max_json_elements)
     return check_latent(latent, limits)
 
 
@@ -75,44 +94,96 @@ def check_latent(latent: torch.Tensor, limits: LatentLimits) -> torch.Tensor:
     return latent
 
 
-def _from_safetensors(body: bytes) -> torch.Tensor:
+def _check_elements(shape: tuple[int, ...], limit: int, what: str) -> None:
+    elements = math.prod(shape)
+    if elements > limit:
+        raise LimitExceeded(f"{what} holds {elements} elements; the limit is {limit}")
+
+
+def _from_safetensors(body: bytes, max_elements: int) -> torch.Tensor:
+    """The latent tensor, its dtype and size read from the header before the data is."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    if len(body) < SAFETENSORS_HEADER_BYTES:
+        raise MalformedInput(f"body is not a safetensors file: {len(body)} bytes")
+    (header_length,) = struct.unpack("<Q", body[:SAFETENSORS_HEADER_BYTES])
+    if header_length > len(body) - SAFETENSORS_HEADER_BYTES:
+        raise MalformedInput(
+            f"body is not a safetensors file: its header claims {header_length} bytes, the body "
+            f"holds {len(body)}"
+        )
+    header = json.loads(body[SAFETENSORS_HEADER_BYTES : SAFETENSORS_HEADER_BYTES + header_length])
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    if LATENT_KEY in entries:
+        name = LATENT_KEY
+    elif len(entries) == 1:
+        name = next(iter(entries))
+    else:
+        raise MalformedInput(
+            f"safetensors file holds {sorted(entries)}; name the latent tensor {LATENT_KEY!r}"
+        )
+    dtype = entries[name]["dtype"]
+    if dtype not in SAFETENSORS_FLOAT_DTYPES:
+        raise InputShapeError(
+            f"latent dtype must be floating point ({', '.join(SAFETENSORS_FLOAT_DTYPES)}), "
+            f"got {dtype}"
+        )
+    _check_elements(tuple(int(d) for d in entries[name]["shape"]), max_elements, "the latent")
     try:
-        tensors = load(body)
-    except (SafetensorError, ValueError, RuntimeError, OSError) as error:
+        return load(body)[name]
+    except SafetensorError as error:  # offsets that do not fit the body, overlapping tensors
         raise MalformedInput(f"body is not a safetensors file: {error}") from error
-    if LATENT_KEY in tensors:
-        return tensors[LATENT_KEY]
-    if len(tensors) == 1:
-        return next(iter(tensors.values()))
-    raise MalformedInput(
-        f"safetensors file holds {sorted(tensors)}; name the latent tensor {LATENT_KEY!r}"
-    )
 
 
-def _from_npy(body: bytes) -> torch.Tensor:
-    try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise MalformedInput(f"body is not a .npy file: {error}") from error
-    if not isinstance(array, np.ndarray):  # an .npz archive loads as a mapping
+def _from_npy(body: bytes, max_elements: int) -> torch.Tensor:
+    """The array, read by its header's dtype and shape after both are checked (never pickled)."""
+    import io
+
+    from numpy.lib import format as npy
+
+    if body.startswith(ZIP_MAGIC):
         raise MalformedInput("body is an .npz archive; send a single .npy array")
-    if array.dtype.kind != "f":
-        raise InputShapeError(f"latent dtype must be floating point, got {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    stream = io.BytesIO(body)
+    version = npy.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran_order, dtype = npy.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, fortran_order, dtype = npy.read_array_header_2_0(stream)
+    else:
+        raise MalformedInput(f"body is not a .npy file of format 1.0 or 2.0: {version}")
+    if dtype.str not in NPY_FLOAT_DTYPES:
+        raise InputShapeError(
+            "latent dtype must be floating point, little-endian float16, float32 or float64 "
+            f"(numpy's default), got {dtype.str}"
+        )
+    _check_elements(shape, max_elements, "the latent")
+    count = math.prod(shape)
+    offset = stream.tell()
+    if len(body) - offset != count * dtype.itemsize:
+        raise MalformedInput(
+            f"body is not a .npy file: its header describes {count * dtype.itemsize} data bytes, "
+            f"the body holds {len(body) - offset}"
+        )
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)  # a read-only view
+    array = array.reshape(shape, order="F" if fortran_order else "C")
+    return torch.from_numpy(array.copy(order="C"))
 
 
 def _from_json(body: bytes, max_elements: int) -> torch.Tensor:
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedInput(f"body is not JSON: {error}") from error
+    if len(body) > max_elements * MAX_JSON_CHARS_PER_ELEMENT:
+        raise PayloadTooLarge(
+            f"a JSON latent (at most {max_elements} elements)",
+            len(body),
+            max_elements * MAX_JSON_CHARS_PER_ELEMENT,
+        )
+    document = json.loads(body)
     if not isinstance(document, dict) or LATENT_KEY not in document:
         raise MalformedInput(f'JSON body must be an object {{"{LATENT_KEY}": [[...]]}}')
     try:
-        array = np.asarray(document[LATENT_KEY], dtype=np.float32)
+        # A number past float32's range becomes Inf, which check_latent refuses by name.
+        with np.errstate(over="ignore"):
+            array = np.asarray(document[LATENT_KEY], dtype=np.float32)
     except (ValueError, TypeError) as error:
         raise MalformedInput(
             f"JSON {LATENT_KEY!r} is not a rectangular array of numbers: {error}"

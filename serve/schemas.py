@@ -12,6 +12,7 @@ from model.media import ClipSettings
 from pipeline.encoding import LatentKind
 
 from .errors import LimitExceeded
+from .request_memory import MIB, EncodeFootprint, StreamSize, encode_footprint
 from .settings import ServeSettings
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "EncodeOptions",
     "ModelInfo",
     "check_clip_count",
+    "check_encode_memory",
     "check_source_size",
     "parse_encode_query",
     "query_parameters",
@@ -87,6 +89,13 @@ class ModelInfo(BaseModel):
     torch_threads: int = Field(description="intra-op threads of the replica's model thread")
     config: dict[str, object]
     limits: dict[str, int | float]
+    allowed_uri_prefixes: list[str] = Field(
+        description="what a JSON body {'uri': ...} of /encode may name; empty: URI bodies are off"
+    )
+    worst_request_bytes: int = Field(
+        description="memory of the worst /encode the limits allow (serve/request_memory.py); "
+        "requests over limits.max_request_bytes are refused before decoding"
+    )
 
 
 def parse_encode_query(
@@ -110,6 +119,11 @@ def _limit_clip_settings(clip: ClipSettings, settings: ServeSettings) -> ClipSet
         (clip.num_frames, clip.height, clip.width)
     ]
     for frames, height, width in geometries:
+        if max(height, width) > settings.max_aspect_ratio * min(height, width):
+            raise LimitExceeded(
+                f"clips of {height}x{width} asked; the longer side may be at most "
+                f"{settings.max_aspect_ratio:g} times the shorter"
+            )
         if frames > settings.max_frames:
             raise LimitExceeded(
                 f"clips of {frames} frames asked; the limit is {settings.max_frames}"
@@ -127,13 +141,46 @@ def _limit_clip_settings(clip: ClipSettings, settings: ServeSettings) -> ClipSet
     return clip
 
 
-def check_source_size(size: tuple[int, int] | None, settings: ServeSettings) -> None:
-    """Refuse a video whose frames are too large to decode within bounded memory."""
-    if size is not None and size[0] * size[1] > settings.max_source_pixels:
+def check_source_size(stream: StreamSize, settings: ServeSettings) -> None:
+    """Refuse a video whose largest stream is too large, or too narrow, to decode within bounds."""
+    if stream.pixels > settings.max_source_pixels:
         raise LimitExceeded(
-            f"the video is {size[1]}x{size[0]} = {size[0] * size[1]} pixels per frame; "
-            f"the limit is {settings.max_source_pixels}"
+            f"the video is {stream.width}x{stream.height} = {stream.pixels} pixels per frame "
+            f"(the largest of its {stream.streams} video streams); the limit is "
+            f"{settings.max_source_pixels}"
         )
+    longer, shorter = max(stream.height, stream.width), min(stream.height, stream.width)
+    if longer > settings.max_aspect_ratio * shorter:
+        raise LimitExceeded(
+            f"the video is {stream.width}x{stream.height}; the longer side may be at most "
+            f"{settings.max_aspect_ratio:g} times the shorter"
+        )
+
+
+def check_encode_memory(
+    body_bytes: int, stream: StreamSize, clip: ClipSettings, settings: ServeSettings
+) -> EncodeFootprint:
+    """The request's footprint (its largest geometry, its most clips); refused over the budget."""
+    geometries = [(b.num_frames, b.height, b.width) for b in clip.buckets] or [
+        (clip.num_frames, clip.height, clip.width)
+    ]
+    clips = 1 if clip.clip_mode == "first" else min(clip.num_clips or 1, settings.max_clips)
+    footprint = max(
+        (
+            encode_footprint(
+                body_bytes, (stream.height, stream.width), geometry, clips, clip.resize_mode
+            )
+            for geometry in geometries
+        ),
+        key=lambda f: f.total,
+    )
+    if footprint.total > settings.max_request_bytes:
+        raise LimitExceeded(
+            f"this request would hold about {footprint.describe()} in memory; the budget per "
+            f"request (max_request_bytes) is {settings.max_request_bytes // MIB} MiB: ask fewer "
+            f"clips or frames, a smaller size, or send a smaller video (largest: {footprint.largest()})"
+        )
+    return footprint
 
 
 def check_clip_count(count: int, settings: ServeSettings) -> None:

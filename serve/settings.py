@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.media import ClipSettings
 from pipeline.encoding import EncoderSettings
 from pipeline.storage import StorageSettings
+
+from .uris import normalize_prefix
 
 __all__ = ["ServeArgs", "ServeSettings", "resolve_settings"]
 
@@ -48,7 +50,20 @@ class ServeArgs(BaseModel):
     max_pixels: int = Field(default=512 * 512, ge=64, description="height * width of a clip")
     max_clips: int = Field(default=8, ge=1, description="clips per /encode request")
     max_source_pixels: int = Field(
-        default=3840 * 2160, ge=64, description="height * width of an uploaded video's frames"
+        default=3840 * 2160,
+        ge=64,
+        description="height * width of an uploaded video's frames, in its largest video stream",
+    )
+    max_aspect_ratio: float = Field(
+        default=4.0,
+        ge=1.0,
+        description="longer side over shorter side, of a clip and of an uploaded video",
+    )
+    max_request_bytes: int = Field(
+        default=1024 * MIB,
+        ge=64 * MIB,
+        description="memory one /encode request may hold (upload, decoding, clips, model "
+        "input; serve/request_memory.py), computed before decoding; over it: 422",
     )
     max_latent_elements: int = Field(
         default=16 * 33 * 64 * 64,
@@ -63,7 +78,22 @@ class ServeArgs(BaseModel):
         "of 17x256x256 (81,920) fits",
     )
     request_timeout_s: float = Field(default=120.0, gt=0)
-    allowed_uri_schemes: list[str] = Field(default_factory=lambda: ["s3", "gs", "gcs"])
+    body_idle_timeout_s: float = Field(
+        default=10.0, gt=0, description="408 when a request body sends no bytes for this long"
+    )
+    storage_timeout_s: float = Field(
+        default=30.0, gt=0, description="504 when object storage takes longer to hand over a URI"
+    )
+    storage_threads: int = Field(
+        default=4,
+        ge=1,
+        description="threads reading URI bodies from object storage, apart from all other work",
+    )
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description="object-storage buckets or folders a JSON body {'uri': ...} may name "
+        "(e.g. s3://videos-bucket/public/); empty: URI bodies are refused (403)",
+    )
     storage: StorageSettings = Field(
         default_factory=StorageSettings, description="how to reach object storage for URI bodies"
     )
@@ -71,7 +101,20 @@ class ServeArgs(BaseModel):
     # --- batching and scaling --------------------------------------------------------------
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.02, ge=0)
-    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_ongoing_requests: int = Field(
+        default=32,
+        ge=1,
+        description="/encode and /decode requests a replica holds at once, uploads included; "
+        "one more is answered 503 with Retry-After before its body is read",
+    )
+    max_queued_requests: int = Field(
+        default=16,
+        ge=0,
+        description="requests each Serve proxy queues while every replica is full; beyond: 503",
+    )
+    retry_after_s: int = Field(
+        default=2, ge=1, description="Retry-After (seconds) of a 503 for overload"
+    )
     min_replicas: int = Field(default=1, ge=0)
     max_replicas: int = Field(default=1, ge=1)
     initial_replicas: int | None = Field(default=None, ge=0)
@@ -82,6 +125,22 @@ class ServeArgs(BaseModel):
     num_gpus: float | Literal["auto"] = Field(
         default="auto", description="'auto': one GPU per replica when the cluster has GPUs"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, dict) and "allowed_uri_schemes" in data:
+            raise ValueError(
+                "allowed_uri_schemes let a client read any bucket the service's credentials "
+                "reach; it is replaced by allowed_uri_prefixes: list the buckets or folders "
+                "(s3://bucket/videos/) URI bodies may name"
+            )
+        return data
+
+    @field_validator("allowed_uri_prefixes")
+    @classmethod
+    def _normalize_prefixes(cls, prefixes: list[str]) -> list[str]:
+        return [normalize_prefix(p) for p in prefixes]
 
     @model_validator(mode="after")
     def _check_ranges(self) -> ServeArgs:
@@ -94,9 +153,6 @@ class ServeArgs(BaseModel):
                 f"max_ongoing_requests ({self.max_ongoing_requests}) below max_batch_size "
                 f"({self.max_batch_size}) would keep batches from filling"
             )
-        bad = [s for s in self.allowed_uri_schemes if s in {"file", "local", "http", "https"}]
-        if bad:
-            raise ValueError(f"URI schemes {bad} would let callers read local files or any host")
         return self
 
     def autoscaling_config(self) -> dict[str, object]:

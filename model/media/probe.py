@@ -19,13 +19,21 @@ VideoSource = bytes | str | Path  # container bytes, or a local path the decoder
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """The first video stream's frame count, rate and size, and the largest of all its video streams."""
+    """The first video stream's frame count, rate and size, and every video stream's size."""
 
     frame_count: int
     fps: float
     frame_size: tuple[int, int]  # (height, width) of the stream clips are cut from
-    largest_frame_size: tuple[int, int]  # (height, width) of the largest video stream in the container
-    video_streams: int
+    stream_sizes: tuple[tuple[int, int], ...]  # (height, width) of each video stream, as stated
+
+    @property
+    def largest_frame_size(self) -> tuple[int, int]:
+        """(height, width) of the container's largest video stream: a decoder may pick any."""
+        return max(self.stream_sizes, key=lambda hw: hw[0] * hw[1])
+
+    @property
+    def video_streams(self) -> int:
+        return len(self.stream_sizes)
 
 
 def unreadable(error: BaseException, where: str = "") -> VideoDecodeError:
@@ -64,13 +72,8 @@ def probe_video(source: VideoSource) -> VideoInfo:
             first = streams[0]
             rate = first.average_rate or first.guessed_rate
             fps = float(rate) if rate else math.nan
-            return VideoInfo(
-                frame_count=_frame_count(container, first),
-                fps=fps,
-                frame_size=sizes[0],
-                largest_frame_size=max(sizes, key=lambda hw: hw[0] * hw[1]),
-                video_streams=len(streams),
-            )
+            return VideoInfo(frame_count=_frame_count(container, first), fps=fps, frame_size=sizes[0],
+                             stream_sizes=tuple(sizes))
     except VideoDecodeError:
         raise
     except Exception as error:  # av.error.FFmpegError and its kin, OSError, ValueError

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from serve_testing import ENCODER, Service, main_args, strict_args
+from serve_testing import ENCODER, Service, guard_args, main_args, strict_args
 
 from pipeline.encoding import ClipEncoder
 
@@ -37,12 +38,24 @@ def serve_http(ray_cluster: None, free_port_factory: Callable[[], int]) -> Itera
 
 
 @pytest.fixture(scope="package")
-def service(serve_http: str, s3_endpoint: str) -> Iterator[Service]:
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint that accepts connections and never answers: an unreachable store.
+
+    The kernel completes each TCP handshake into the listen backlog; nothing ever reads.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture(scope="package")
+def service(serve_http: str, s3_endpoint: str, silent_endpoint: str) -> Iterator[Service]:
     from ray import serve
 
     from serve.app import build_app
 
-    args = main_args(s3_endpoint)
+    args = main_args(s3_endpoint, silent_endpoint)
     serve.run(build_app(args), name="wfvae-main", route_prefix="/")
     with httpx.Client(timeout=120.0) as client:
         wait_ready(client, serve_http)
@@ -58,6 +71,20 @@ def strict_service(serve_http: str) -> Iterator[Service]:
     args = strict_args()
     serve.run(build_app(args), name="wfvae-strict", route_prefix="/strict")
     url = f"{serve_http}/strict"
+    with httpx.Client(timeout=120.0) as client:
+        wait_ready(client, url)
+        yield Service(url, client, args)
+
+
+@pytest.fixture(scope="package")
+def guard_service(serve_http: str) -> Iterator[Service]:
+    from ray import serve
+
+    from serve.app import build_app
+
+    args = guard_args()
+    serve.run(build_app(args), name="wfvae-guard", route_prefix="/guard")
+    url = f"{serve_http}/guard"
     with httpx.Client(timeout=120.0) as client:
         wait_ready(client, url)
         yield Service(url, client, args)

@@ -29,6 +29,10 @@ MAX_BODY_BYTES = (
     800_000  # bikes (510 kB) and carphone (589 kB) fit; bigbuckbunny (1.06 MB) does not
 )
 S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
+BUCKET = "serve-inputs"
+# URI bodies may name objects under this folder only; the rest of the bucket, and every other
+# bucket the credentials reach, must look the same as a missing object.
+ALLOWED_PREFIX = f"s3://{BUCKET}/clips/"
 # The largest latent main_args admits: max_frames 17 -> 5 latent frames, max_pixels 96x96 -> 12x12.
 MAX_LATENT_ELEMENTS = LATENT_DIM * 5 * 12 * 12
 # JSON latents: 3 clips of 9x64x64 (C x 3 x 8 x 8 each, 576 C) fit; 4 of 17x64x64 (1280 C) do not.
@@ -52,7 +56,13 @@ class Service:
 ENCODER = EncoderSettings(dtype="float32", device="cpu", chunk_frames=8)
 
 
-def main_args(s3_endpoint: str) -> ServeArgs:
+# gs:// objects under this prefix sit behind an endpoint that accepts connections and never
+# answers (tests/serve/conftest.py `silent_endpoint`): an unreachable object store.
+SILENT_PREFIX = "gs://unreachable-bucket/"
+STORAGE_TIMEOUT_S = 2.0
+
+
+def main_args(s3_endpoint: str, silent_endpoint: str) -> ServeArgs:
     return ServeArgs(
         encoder=ENCODER,
         chunk_latents=2,
@@ -70,7 +80,24 @@ def main_args(s3_endpoint: str) -> ServeArgs:
         max_ongoing_requests=32,
         num_cpus=0.5,
         torch_threads=1,
-        storage=StorageSettings(endpoint_url=s3_endpoint, options=S3_CREDENTIALS),
+        storage=StorageSettings(
+            endpoint_url=s3_endpoint, gcs_endpoint_url=silent_endpoint, options=S3_CREDENTIALS
+        ),
+        allowed_uri_prefixes=[ALLOWED_PREFIX, SILENT_PREFIX],
+        storage_timeout_s=STORAGE_TIMEOUT_S,
+        storage_threads=2,
+    )
+
+
+def s3_client(s3_endpoint: str):  # -> boto3 S3 client
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=S3_CREDENTIALS["key"],
+        aws_secret_access_key=S3_CREDENTIALS["secret"],
+        region_name="us-east-1",
     )
 
 
@@ -80,6 +107,43 @@ def strict_args() -> ServeArgs:
         encoder=EncoderSettings(dtype="float32", device="cpu"),
         clip=CLIP,
         request_timeout_s=0.001,
+        num_cpus=0.25,
+        torch_threads=1,
+    )
+
+
+# The guard app's worst request: a 720p source, 33 frames, two clips at the extreme aspect ratio.
+GUARD_SOURCE_HW = (720, 1280)
+GUARD_MAX_FRAMES = 33
+GUARD_MAX_PIXELS = 64 * 64
+GUARD_MAX_CLIPS = 2
+GUARD_ASPECT = 4.0
+# Its budget: the footprint of that request is ~190 MiB; decoding it the old way (the whole clip
+# at source size, resized through float32) peaked at ~640 MiB.
+GUARD_MAX_REQUEST_BYTES = 256 * 1024 * 1024
+GUARD_SLOTS = 2  # request slots of its replica
+GUARD_BODY_IDLE_S = 2.0
+
+
+def guard_args() -> ServeArgs:
+    """A third app for the attack and overload tests: URI bodies off, limits sized for a 720p
+    source, a memory budget its worst request fits, two request slots, a short body timeout."""
+    return ServeArgs(
+        encoder=ENCODER,
+        clip=CLIP,
+        auth_token=TOKEN,
+        max_body_bytes=4 * 1024 * 1024,
+        max_source_pixels=GUARD_SOURCE_HW[0] * GUARD_SOURCE_HW[1],
+        max_frames=GUARD_MAX_FRAMES,
+        max_pixels=GUARD_MAX_PIXELS,
+        max_clips=GUARD_MAX_CLIPS,
+        max_aspect_ratio=GUARD_ASPECT,
+        max_request_bytes=GUARD_MAX_REQUEST_BYTES,
+        max_batch_size=GUARD_SLOTS,
+        max_ongoing_requests=GUARD_SLOTS,
+        max_queued_requests=2,
+        retry_after_s=1,
+        body_idle_timeout_s=GUARD_BODY_IDLE_S,
         num_cpus=0.25,
         torch_threads=1,
     )

@@ -6,22 +6,24 @@ import io
 import json
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
 from bundled_model import LATENT_DIM
 from serve_testing import (
+    ALLOWED_PREFIX,
+    BUCKET,
     CLIP,
     ENCODER,
-    S3_CREDENTIALS,
     SAFETENSORS,
+    SILENT_PREFIX,
     TOKEN,
     TOLERANCE,
     Service,
     max_abs_diff,
     mp4_frames,
     reference_latent,
+    s3_client,
     safetensors_metadata,
     safetensors_tensors,
 )
@@ -29,7 +31,6 @@ from serve_testing import (
 from model.media import sample_clips, to_uint8_frames
 from pipeline.encoding import ClipEncoder
 
-BUCKET = "serve-inputs"
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # BT.601
 
 
@@ -74,6 +75,9 @@ def test_model_info(service: Service, clip_encoder: ClipEncoder) -> None:
     assert info["config"]["_class_name"] == "WFVAEModel"
     assert info["config_hash"] == clip_encoder.config_hash
     assert info["limits"]["max_frames"] == service.args.max_frames
+    assert info["allowed_uri_prefixes"] == [ALLOWED_PREFIX, SILENT_PREFIX]
+    assert info["limits"]["max_request_bytes"] == service.args.max_request_bytes
+    assert 0 < info["worst_request_bytes"] <= service.args.max_request_bytes
     assert (
         info["torch_threads"] == service.args.torch_threads
     )  # set on the thread the model runs on
@@ -152,13 +156,7 @@ def test_encode_reads_a_video_from_object_storage(
     service: Service, clip_encoder: ClipEncoder, sample_videos: dict[str, Path], s3_endpoint: str
 ) -> None:
     video = sample_videos["carphone_distorted"].read_bytes()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id=S3_CREDENTIALS["key"],
-        aws_secret_access_key=S3_CREDENTIALS["secret"],
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="clips/carphone.mp4", Body=video)
     uri = f"s3://{BUCKET}/clips/carphone.mp4"

@@ -69,7 +69,10 @@ def test_bad_environment_fails_with_the_field_named(monkeypatch: pytest.MonkeyPa
     [
         ({"min_replicas": 3, "max_replicas": 2}, "exceeds max_replicas"),
         ({"max_batch_size": 64, "max_ongoing_requests": 8}, "keep batches from filling"),
-        ({"allowed_uri_schemes": ["s3", "file"]}, "local files"),
+        ({"allowed_uri_schemes": ["s3"]}, "replaced by allowed_uri_prefixes"),
+        ({"allowed_uri_prefixes": ["file:///data/"]}, "not an object-storage URI"),
+        ({"allowed_uri_prefixes": ["s3://b/x::memory://y"]}, "fsspec chain"),
+        ({"allowed_uri_prefixes": ["s3:///videos/"]}, "empty, '.' or '..'"),
         ({"max_body_bytes": 0}, "greater than or equal to 1"),
         ({"max_frame": 3}, "Extra inputs"),
     ],
@@ -163,10 +166,10 @@ def test_run_grouped_runs_each_shape_once_and_answers_in_order() -> None:
 
 
 def test_encode_jobs_group_by_shape_kind_and_only_a_samples_seed() -> None:
-    clip = torch.zeros(1, 3, 9, 16, 16)
+    clip = np.zeros((9, 16, 16, 3), np.uint8)
 
     def job(kind: str, seed: int, frames: int = 9) -> EncodeJob:
-        return EncodeJob(clip[:, :, :frames], kind, seed, key="k")  # type: ignore[arg-type]
+        return EncodeJob(clip[:frames], kind, seed, key="k")  # type: ignore[arg-type]
 
     assert job("mean", 1).group() == job("mean", 2).group()
     assert job("sample", 1).group() != job("sample", 2).group()

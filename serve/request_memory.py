@@ -1,0 +1,138 @@
+"""What one `/encode` request holds in memory: the container probed, the footprint computed and
+refused over `max_request_bytes`, all before a frame is decoded.
+
+The footprint counts every copy the request path makes, in bytes:
+
+    body         the upload (the joined body, the chunks it was joined from, decord's copy)
+    decoder      the decoder's working set at the largest video stream's size, plus fixed overhead
+    chunk        one chunk of frames scaled by the decoder (`model.media.frames_per_chunk`) and its crop
+    clips        the uint8 clips at their target size
+    model_input  the float32 clips the model reads, and one more clip while the batch is built
+
+The model's own activations are not counted here: they are bounded by `encoder.chunk_frames`
+(Causal Cache streaming) and measured in benchmarks/README.md. Every video stream of the
+container counts: decord decodes the one it judges best, which need not be the first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from model.errors import VideoDecodeError
+from model.media import REASON_UNREADABLE, RGB_CHANNELS, frames_per_chunk, probe_video, resize_size
+
+__all__ = [
+    "EncodeFootprint",
+    "StreamSize",
+    "encode_footprint",
+    "probe_video_streams",
+    "worst_encode_footprint",
+]
+
+MIB = 1024 * 1024
+FLOAT32_BYTES = 4
+# Fixed cost of a decode: decord's and torch's buffers, allocator slack. Measured: 24-60 MiB
+# above the resident set before the call for 64x64 to 4K sources (2-core CPU, 2026-12-03).
+FIXED_BYTES = 96 * MIB
+# decord's working set in RGB frames at source size: measured 10 at 4K (247 MiB), 13 at 1080p,
+# up to 37 at 720p (the fixed cost dominates there, and FIXED_BYTES covers it).
+DECODER_FRAMES = 16
+# Per frame of a chunk, at the decoder's (scaled) size: the decoder's RGB frame, its numpy copy,
+# the crop's copy.
+DECODED_COPIES = 3
+# The joined body, the chunks it is joined from (while joining), decord's copy of the container.
+BODY_COPIES = 3
+
+
+@dataclass(frozen=True)
+class StreamSize:
+    """The largest video stream of a container: its frame size, and how many streams it has."""
+
+    height: int
+    width: int
+    streams: int
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+
+@dataclass(frozen=True)
+class EncodeFootprint:
+    """Bytes an /encode request holds at its peak, term by term (see the module docstring)."""
+
+    body: int
+    decoder: int
+    chunk: int
+    clips: int
+    model_input: int
+
+    @property
+    def total(self) -> int:
+        return self.body + self.decoder + self.chunk + self.clips + self.model_input
+
+    def largest(self) -> str:
+        terms = asdict(self)
+        return max(terms, key=terms.__getitem__)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / MIB:.0f}" for k, v in asdict(self).items())
+        return f"{self.total / MIB:.0f} MiB ({parts})"
+
+
+def probe_video_streams(video: bytes) -> StreamSize:
+    """The largest frame size over every video stream, read from the container's headers.
+
+    Raises VideoDecodeError when the bytes do not open, hold no video stream, or a stream does
+    not state its size: what the probe cannot bound, the decoder is not given.
+    """
+    info = probe_video(video)
+    if any(h <= 0 or w <= 0 for h, w in info.stream_sizes):
+        raise VideoDecodeError(REASON_UNREADABLE, "a video stream does not state its frame size")
+    height, width = info.largest_frame_size
+    return StreamSize(height, width, info.video_streams)
+
+
+def encode_footprint(
+    body_bytes: int,
+    source_hw: tuple[int, int],
+    clip_thw: tuple[int, int, int],
+    num_clips: int,
+    resize_mode: str,
+) -> EncodeFootprint:
+    """The footprint of cutting `num_clips` clips of (T, H, W) from a `source_hw` video."""
+    frames, height, width = clip_thw
+    source_frame = RGB_CHANNELS * source_hw[0] * source_hw[1]
+    resized_hw = resize_size(source_hw, height, width, resize_mode)  # what the decoder scales to
+    resized_frame = RGB_CHANNELS * resized_hw[0] * resized_hw[1]
+    per_chunk = min(frames, frames_per_chunk(resized_hw))
+    clip_elements = frames * height * width * RGB_CHANNELS
+    return EncodeFootprint(
+        body=BODY_COPIES * body_bytes,
+        decoder=FIXED_BYTES + DECODER_FRAMES * source_frame,
+        chunk=per_chunk * DECODED_COPIES * resized_frame,
+        clips=num_clips * clip_elements,
+        model_input=(num_clips + 1) * clip_elements * FLOAT32_BYTES,
+    )
+
+
+def worst_encode_footprint(
+    max_body_bytes: int,
+    max_source_pixels: int,
+    max_frames: int,
+    max_pixels: int,
+    max_clips: int,
+    max_aspect_ratio: float,
+) -> EncodeFootprint:
+    """The footprint of the worst request the limits allow: the largest body and source, the
+    most frames and clips at the most pixels, and the source and clip at opposite extremes of
+    the allowed aspect ratio (the crop's resize is then largest)."""
+    source_h = math.isqrt(int(max_source_pixels / max_aspect_ratio))  # a wide source...
+    source_w = int(source_h * max_aspect_ratio)
+    clip_w = max(1, math.isqrt(int(max_pixels / max_aspect_ratio)))  # ...cut to a tall clip
+    clip_h = int(clip_w * max_aspect_ratio)
+    frames = max_frames
+    return encode_footprint(
+        max_body_bytes, (source_h, source_w), (frames, clip_h, clip_w), max_clips, "crop"
+    )
