@@ -215,6 +215,34 @@ def check_official(official_src: str, size: tuple[int, int, int], threads: int, 
             f"decoded max|diff| {(video - video_official).abs().max().item():.2e}")
 
 
+def check_bf16_spread(official_src: str, size: tuple[int, int, int], threads: int) -> str:
+    """Ours in bf16 against the official code in bf16, beside the official code's own bf16-vs-fp32
+    spread (max |diff| of the latent mean, and of the video decoded from the fp32 mean)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    ours, enc, dec = build_model("wfvae-L", None)
+    official, off_enc, off_dec = build_official(ours, official_src)
+    t, h, w = size
+    x = torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        mean32 = off_enc(x).float()
+        video32 = off_dec(mean32).float()
+        official.bfloat16()
+        mean_off, video_off = off_enc(x.bfloat16()).float(), off_dec(mean32.bfloat16()).float()
+        del official
+        ours.bfloat16()
+        mean_ours, video_ours = enc(x.bfloat16()).float(), dec(mean32.bfloat16()).float()
+
+    def spread(a: Any, b: Any) -> float:
+        return (a - b).abs().max().item()
+
+    return (f"bf16 at {t}x{h}x{w} (max |diff|; mean / decoded): official bf16 vs its fp32 "
+            f"{spread(mean_off, mean32):.3e} / {spread(video_off, video32):.3e}; ours bf16 vs official bf16 "
+            f"{spread(mean_ours, mean_off):.3e} / {spread(video_ours, video_off):.3e}; ours bf16 vs official fp32 "
+            f"{spread(mean_ours, mean32):.3e} / {spread(video_ours, video32):.3e}")
+
+
 # -- the driver ----------------------------------------------------------------------------------
 def _spawn(case: dict[str, Any], timeout: float | None) -> dict[str, Any]:
     try:
@@ -330,6 +358,8 @@ def main() -> None:
         t, h, w = (int(v) for v in sizes[0].split("x"))
         print(check_official(args.official_src, (min(t, 9), min(h, 64), min(w, 64)), args.threads, args.device),
               flush=True)
+        if args.dtype == "bf16" and args.device == "cpu":
+            print(check_bf16_spread(args.official_src, (t, h, w), args.threads), flush=True)
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     ops = args.ops.split(",")
     # CPU peak memory is the process's resident peak, so each op needs its own process; on a GPU
