@@ -15,6 +15,8 @@ the loaded model (reset per operation); times are then printed in milliseconds.
     python benchmarks/model_speed.py --sizes 33x256x256 --reps 1
     python benchmarks/model_speed.py --official-src /tmp/wfvae-official   # adds the official code
     python benchmarks/model_speed.py --device cuda --dtype bf16 --reps 5 --sizes 17x128x128,33x256x256
+    python benchmarks/model_speed.py --dtype bf16 --clock cpu --models wfvae-L,wan,cogvideox \
+        --official-src /tmp/wfvae-official      # bf16 on a CPU with AMX, against the peers in bf16
 
 Peers come from diffusers (`pip install -e '.[bench]'`), built from their default configs:
 `AutoencoderKLWan` (Wan 2.1), `AutoencoderKLCogVideoX` (CogVideoX-2b), `AutoencoderKLHunyuanVideo`.
@@ -150,10 +152,11 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
         else:  # resident memory: needs a fresh process per op
             Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
             base = _rss_mb("VmRSS")
-        start = time.perf_counter()
+        clock = _clock(case)
+        start = clock()
         out = fn(full)
         sync()
-        first = time.perf_counter() - start
+        first = clock() - start
         peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")) - base
         del out
         # The tensor count runs apart: under torch.profiler, which keeps records per op, our
@@ -162,10 +165,10 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
         tensor_peak = None if cuda else _tensor_peak_mb(fn, full)
         times = []
         for _ in range(case["reps"]):
-            start = time.perf_counter()
+            start = clock()
             out = fn(full)
             sync()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
             del out
     # The peak run is left out of the times where there are reps: it pays first-touch page
     # faults (on a GPU, the allocator's first cudaMalloc calls).
@@ -174,6 +177,16 @@ def _time_op(case: dict[str, Any], op: str, fn: Any, device: Any, dtype: Any) ->
     if tensor_peak is not None:
         result["tensor_peak_mb"] = tensor_peak
     return result
+
+
+def _clock(case: dict[str, Any]) -> Any:
+    """Seconds by the wall clock, or (`--clock cpu`) this process's CPU seconds per thread: on a
+    CPU shared with other work, the CPU time a run takes is what the other work leaves alone,
+    while its wall time grows with everything else that runs (and so do ratios between cases
+    that happen to meet different load)."""
+    if case.get("clock", "wall") == "wall":
+        return time.perf_counter
+    return lambda: time.process_time() / case["threads"]
 
 
 def _tensor_peak_mb(fn: Any, x: Any) -> float:
@@ -200,6 +213,34 @@ def check_official(official_src: str, size: tuple[int, int, int], threads: int, 
         video, video_official = dec(mean), off_dec(mean)
     return (f"official vs ours, {t}x{h}x{w} on {device}: mean max|diff| {(mean - mean_official).abs().max().item():.2e}, "
             f"decoded max|diff| {(video - video_official).abs().max().item():.2e}")
+
+
+def check_bf16_spread(official_src: str, size: tuple[int, int, int], threads: int) -> str:
+    """Ours in bf16 against the official code in bf16, beside the official code's own bf16-vs-fp32
+    spread (max |diff| of the latent mean, and of the video decoded from the fp32 mean)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    ours, enc, dec = build_model("wfvae-L", None)
+    official, off_enc, off_dec = build_official(ours, official_src)
+    t, h, w = size
+    x = torch.rand(1, 3, t, h, w, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        mean32 = off_enc(x).float()
+        video32 = off_dec(mean32).float()
+        official.bfloat16()
+        mean_off, video_off = off_enc(x.bfloat16()).float(), off_dec(mean32.bfloat16()).float()
+        del official
+        ours.bfloat16()
+        mean_ours, video_ours = enc(x.bfloat16()).float(), dec(mean32.bfloat16()).float()
+
+    def spread(a: Any, b: Any) -> float:
+        return (a - b).abs().max().item()
+
+    return (f"bf16 at {t}x{h}x{w} (max |diff|; mean / decoded): official bf16 vs its fp32 "
+            f"{spread(mean_off, mean32):.3e} / {spread(video_off, video32):.3e}; ours bf16 vs official bf16 "
+            f"{spread(mean_ours, mean_off):.3e} / {spread(video_ours, video_off):.3e}; ours bf16 vs official fp32 "
+            f"{spread(mean_ours, mean32):.3e} / {spread(video_ours, video32):.3e}")
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -294,6 +335,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="cpu: time runs by process CPU seconds per thread (a CPU shared with other work)")
     parser.add_argument("--case-timeout", type=float, help="seconds before a case's process is given up")
     parser.add_argument("--json", help="also write every raw result here")
     args = parser.parse_args()
@@ -315,6 +358,8 @@ def main() -> None:
         t, h, w = (int(v) for v in sizes[0].split("x"))
         print(check_official(args.official_src, (min(t, 9), min(h, 64), min(w, 64)), args.threads, args.device),
               flush=True)
+        if args.dtype == "bf16" and args.device == "cpu":
+            print(check_bf16_spread(args.official_src, (t, h, w), args.threads), flush=True)
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     ops = args.ops.split(",")
     # CPU peak memory is the process's resident peak, so each op needs its own process; on a GPU
@@ -327,7 +372,7 @@ def main() -> None:
                 for model in order:
                     case = {"model": model, "ops": group, "size": [int(v) for v in size.split("x")],
                             "reps": args.reps, "threads": args.threads, "device": args.device,
-                            "dtype": args.dtype, "official_src": args.official_src}
+                            "dtype": args.dtype, "official_src": args.official_src, "clock": args.clock}
                     outcome = _spawn(case, args.case_timeout)
                     for op in group:
                         result = outcome.get(op, outcome)  # an error covers the whole group
@@ -336,7 +381,7 @@ def main() -> None:
                     if args.json:  # after every case, so a run cut short keeps what it measured
                         Path(args.json).write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
     print_table(results, models, sizes,
-                f"{device_label} {args.dtype}, {args.threads} threads, medians of {max(args.reps, 1)} run(s) x "
+                f"{device_label} {args.dtype}, {args.threads} threads, {args.clock} clock, medians of {max(args.reps, 1)} run(s) x "
                 f"{args.rounds} process(es) after a warm-up; peak memory over the baseline "
                 f"({'tensor memory' if args.device.startswith('cuda') else 'resident set / CPU tensors'})",
                 "ms" if args.device.startswith("cuda") else "s")

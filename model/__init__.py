@@ -7,10 +7,12 @@ from .errors import (
     CheckpointError,
     ConfigError,
     InputShapeError,
+    SlowPrecisionError,
     StreamingUnsupportedError,
     VideoDecodeError,
     WFVAEError,
 )
+from .precision import DtypeChoice, choose_dtype, cpu_capability
 from .streaming import DecodeStream, EncodeStream
 from .wfvae import WFVAE, ForwardOutput
 
@@ -19,14 +21,18 @@ __all__ = [
     "ConfigError",
     "DecodeStream",
     "DiagonalGaussian",
+    "DtypeChoice",
     "EncodeStream",
     "ForwardOutput",
     "InputShapeError",
+    "SlowPrecisionError",
     "StreamingUnsupportedError",
     "VideoDecodeError",
     "WFVAE",
     "WFVAEConfig",
     "WFVAEError",
+    "choose_dtype",
+    "cpu_capability",
     "default_model_dir",
     "load_wfvae",
     "preset",

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import amx_fast_path
+
 __all__ = [
     "CausalContext",
     "FrameMaker",
@@ -68,9 +70,11 @@ def convolution_layout(x: Tensor) -> torch.memory_format:
     On CUDA, channels-last 3D once activations are (LayerNorm's output is a channels-last view):
     cuDNN's tensor-core kernels work in NDHWC, and a channels-first copy costs them a transpose
     in and out of every convolution. On CPUs, channels-first: oneDNN's direct 3x3x3 convolution
-    ran 1.25-1.45x faster on it here (2-thread AVX2 micro-benchmark).
+    ran 1.25-1.45x faster on it here (2-thread AVX2 micro-benchmark), except on the bf16 fast
+    path of CPUs with AMX, which keeps activations channels-last (`amx_fast_path`).
     """
-    if x.is_cuda and x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and (
+            x.is_cuda or amx_fast_path.keeps_channels_last(x)):
         return torch.channels_last_3d
     return torch.contiguous_format
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from . import frame_slabs
+from .amx_fast_path import empty_video_like
 from .causal import CausalContext, StreamState
 from .layers import ResnetBlock3D, tracks_grad
 
@@ -93,8 +94,8 @@ def run_block_in_slabs(block: ResnetBlock3D, x: Tensor, ctx: CausalContext, fram
     if "" in keys or len(keys) < 2:
         raise ValueError("the block's convolutions need distinct cache keys (WFVAE names them after the modules)")
     slab_ctx = ctx if ctx.streaming else CausalContext(StreamState(), final=ctx.final)
-    b, _, t, h, w = x.shape
-    out = x if block.nin_shortcut is None else x.new_empty((b, block.conv2.conv.out_channels, t, h, w))
+    t = x.shape[2]
+    out = x if block.nin_shortcut is None else empty_video_like(x, block.conv2.conv.out_channels, t)
     for start, stop in even_slabs(t, frames):
         slab = x[:, :, start:stop]  # (B, C_in, f, H, W)
         body = block.residual(slab, slab_ctx)  # (B, C_out, f, H, W)

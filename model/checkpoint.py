@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .config import WFVAEConfig
 from .errors import CheckpointError, ConfigError
+from .precision import choose_dtype
 from .wfvae import WFVAE
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "default_model_dir", "load_wfvae", "read_state_dict", "save_wfvae"]
@@ -44,11 +45,19 @@ def default_model_dir() -> Path:
 
 def load_wfvae(
     source: str | Path,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
     config: WFVAEConfig | None = None,
+    force_dtype: bool = False,
 ) -> WFVAE:
-    """Builds WF-VAE from `source` with strict key matching; returns it in eval mode."""
+    """Builds WF-VAE from `source` with strict key matching; returns it in eval mode.
+
+    `dtype`: None keeps the stored float32; a torch dtype is used as given; a name (`auto`,
+    `bfloat16`/`bf16`, ...) goes through `model.precision.choose_dtype`: `auto` picks what pays
+    on `device`, and bf16/fp16 on a CPU without fast kernels for it are refused unless `force_dtype`.
+    """
+    if isinstance(dtype, str):
+        dtype = choose_dtype(dtype, device or "cpu", force=force_dtype).dtype
     weights_path, config = _resolve(source, config)
     state = read_state_dict(weights_path)
     vae = WFVAE(config)

@@ -15,11 +15,12 @@ from safetensors.torch import save_file
 from .checkpoint import default_model_dir, load_wfvae
 from .errors import InputShapeError, WFVAEError
 from .media import ClipSettings, encode_mp4, sample_clips, to_model_input, to_uint8_frames
+from .precision import DtypeChoice, choose_dtype
 
 __all__ = ["main"]
 
 LATENT_KEY = "latent"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # names --dtype takes
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -36,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     parser.add_argument("--weights", default=str(default_model_dir()),
                         help="model directory, .safetensors, .ckpt or hub id (default: the bundled small model)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=["auto", *sorted(DTYPES)], default="auto",
+                        help="auto: bf16 on GPUs and on CPUs with AMX-BF16, else fp32 (default)")
+    parser.add_argument("--force-dtype", action="store_true",
+                        help="run bf16/fp16 even on a CPU without fast kernels for it (else refused)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -58,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _encode(args: argparse.Namespace) -> str:
+def _encode(args: argparse.Namespace, precision: DtypeChoice) -> str:
     if args.frames < 1 or (args.frames - 1) % 4:
         raise InputShapeError(f"--frames must be 1 + 4k (1, 5, 9, 17, 33, ...), got {args.frames}")
     try:
@@ -68,7 +72,7 @@ def _encode(args: argparse.Namespace) -> str:
         raise InputShapeError(str(err)) from err
     (clip,) = sample_clips(args.video, settings)  # the pipeline's and the service's clip path
     video, fps = to_model_input(clip.frames), clip.fps  # (1, 3, T, H, W) in [-1, 1]
-    vae = load_wfvae(args.weights, dtype=DTYPES[args.dtype], device=args.device)
+    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device)
     started = time.perf_counter()
     with torch.inference_mode():
         posterior = vae.encode(video, chunk_frames=args.chunk_frames)
@@ -82,6 +86,8 @@ def _encode(args: argparse.Namespace) -> str:
         "start": str(args.start),
         "size": f"{args.size[0]}x{args.size[1]}",
         "latent": "sample" if args.sample else "mean",
+        "dtype": precision.name,
+        "dtype_reason": precision.reason,
         "config": vae.config.to_json(),
     }
     args.latent.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +95,7 @@ def _encode(args: argparse.Namespace) -> str:
     return f"encoded {args.video} {tuple(video.shape)} -> {args.latent} {tuple(latent.shape)} in {elapsed:.2f}s"
 
 
-def _decode(args: argparse.Namespace) -> str:
+def _decode(args: argparse.Namespace, precision: DtypeChoice) -> str:
     try:
         with safe_open(str(args.latent), framework="pt") as handle:
             if LATENT_KEY not in handle.keys():
@@ -100,7 +106,7 @@ def _decode(args: argparse.Namespace) -> str:
         if isinstance(err, WFVAEError):
             raise
         raise InputShapeError(f"cannot read latent file {args.latent}: {err}") from err
-    vae = load_wfvae(args.weights, dtype=DTYPES[args.dtype], device=args.device)
+    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device)
     started = time.perf_counter()
     with torch.inference_mode():
         video = vae.decode(latent, chunk_latents=args.chunk_latents)
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
-        message = _encode(args) if args.command == "encode" else _decode(args)
+        precision = choose_dtype(args.dtype, args.device, force=args.force_dtype)  # before any input is read
+        message = (_encode if args.command == "encode" else _decode)(args, precision)
     except WFVAEError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
     WFVAEError                      base of every error this project raises on purpose
     ├── ConfigError                 a config.json or preset the model cannot honour
-    │   └── StreamingUnsupportedError  chunked inference asked of a config that cannot stream exactly
+    │   ├── StreamingUnsupportedError  chunked inference asked of a config that cannot stream exactly
+    │   └── SlowPrecisionError      bf16/fp16 asked of a CPU without the AMX unit that runs it fast
     ├── InputShapeError             a tensor of the wrong rank, size, dtype or values (NaN, Inf, empty)
     ├── CheckpointError             weights that cannot be found, read or matched key for key
     └── VideoDecodeError            a video file that cannot be read, decoded or sampled
@@ -17,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "InputShapeError",
+    "SlowPrecisionError",
     "StreamingUnsupportedError",
     "VideoDecodeError",
     "WFVAEError",
@@ -40,6 +42,10 @@ class StreamingUnsupportedError(ConfigError):
             f"norm_type={norm_type!r} normalises over (C, T, H, W), so chunked inference "
             "cannot equal whole-clip inference; run whole-clip encode/decode instead"
         )
+
+
+class SlowPrecisionError(ConfigError):
+    """A compute dtype this CPU has no fast kernels for (`model.precision`), asked for unforced."""
 
 
 class InputShapeError(WFVAEError, ValueError):

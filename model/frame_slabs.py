@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from .amx_fast_path import empty_video_like
+
 __all__ = ["RESIDUAL_SLAB_BYTES", "SLAB_BYTES", "add_frame_slabs_", "frames_per_slab", "map_frame_slabs"]
 
 # One activation of a slab. 32 MB keeps a slab's tensors in the range the allocator reuses
@@ -50,7 +52,7 @@ def map_frame_slabs(fn: Callable[[Tensor], Tensor], x: Tensor, frames: int) -> T
         if y.shape[2] != stop - start:
             raise ValueError(f"a per-frame function must keep the frame count: {stop - start} -> {y.shape[2]}")
         if out is None:  # the first slab tells the output's channels and size
-            out = y.new_empty((*y.shape[:2], t, *y.shape[3:]))
+            out = empty_video_like(y, y.shape[1], t)
         out[:, :, start:stop] = y
         del y  # before the next slab's activations
     assert out is not None

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import amx_fast_path
 from .causal import CausalContext
 from .layers import CausalConv3d
 
@@ -52,7 +53,9 @@ class TimeSpaceUpsample(nn.Module):
         self.conv = CausalConv3d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
-        upsampled = self._upsample_time(x, ctx)
+        upsampled = self._upsample_time(x, ctx)  # frames stacked channels-first
+        if amx_fast_path.keeps_channels_last(x):  # at the low side: a quarter of the copy after it
+            upsampled = upsampled.contiguous(memory_format=amx_fast_path.CHANNELS_LAST)
         if upsampled.shape[2] == 0:
             b, c, _, h, w = x.shape
             return x.new_empty((b, self.conv.conv.out_channels, 0, 2 * h, 2 * w))

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from . import amx_fast_path
 from .causal import WHOLE_CLIP
 from .config import WFVAEConfig
 from .decoder import Decoder
@@ -78,8 +79,9 @@ class WFVAE(nn.Module):
 
     # -- helpers ------------------------------------------------------------------------------
     def to_model_dtype(self, x: Tensor) -> Tensor:
+        """`x` on the model's device, in its dtype and in the layout it runs in (`amx_fast_path`)."""
         param = next(self.parameters())
-        return x.to(device=param.device, dtype=param.dtype)
+        return amx_fast_path.prepare_input(self, x.to(device=param.device, dtype=param.dtype))
 
     def last_layer_weight(self) -> Tensor:
         """The decoder's last convolution weight (for the GAN loss's adaptive weight)."""

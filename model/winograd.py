@@ -22,7 +22,12 @@ tiles. Results match direct convolution to float32 rounding
 within a few times oneDNN's own).
 
 Only inference on CPU in float32 takes this path (`applies`): under autograd, on GPUs (cuDNN picks
-its own algorithms) and in other dtypes the direct convolution runs.
+its own algorithms) and in other dtypes the direct convolution runs. And only where oneDNN's
+float32 convolution is held to AVX2 (`pays_on_this_cpu`, decided once per process): with
+AVX-512, oneDNN's direct convolution does twice the AVX2 multiplies per cycle, and on the
+AVX-512 development machine every layer of the L preset ran slower as Winograd, 0.26-0.83x of
+the direct convolution in CPU time (2 threads, `benchmarks/winograd_layers.py --clock cpu`),
+and the 17x128x128 encode 0.6-0.83x (benchmarks/README.md, bf16 on AMX CPUs).
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .precision import cpu_capability
 
 __all__ = [
     "BY_COLUMNS",
@@ -46,6 +54,7 @@ __all__ = [
     "WORKSPACE_BYTES",
     "applies",
     "direct_convolution",
+    "pays_on_this_cpu",
     "transform_kernel",
     "winograd_conv3d",
 ]
@@ -137,6 +146,13 @@ def direct_convolution() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
+@cache
+def pays_on_this_cpu() -> bool:
+    """Whether Winograd beats oneDNN's direct float32 convolution here: only without AVX-512
+    (absent, or held off by `ONEDNN_MAX_CPU_ISA`)."""
+    return not cpu_capability().avx512
+
+
 def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
     """Whether `conv` (a 3D convolution valid in time, or a 2D one applied per frame) may run on
     the video `x` as a Winograd convolution: CPU float32 inference, a (k,) 3 x 3 kernel with stride
@@ -146,6 +162,7 @@ def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
     return (
         _ENABLED.get()
         and x.device.type == "cpu"
+        and pays_on_this_cpu()
         and x.dtype == torch.float32
         and conv.weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model import load_wfvae
+from model import DtypeChoice, choose_dtype, load_wfvae
 from model.media import to_model_input
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,12 @@ class EncoderSettings(BaseModel):
         default=None, description="model dir, weights file or hub id; default: the bundled model"
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        default="auto", description="auto: bfloat16 on GPU, float32 on CPU"
+        default="auto",
+        description="auto: bfloat16 on GPU and on CPUs with AMX-BF16, else float32 (model.precision)",
+    )
+    force_dtype: bool = Field(
+        default=False,
+        description="run bfloat16/float16 even on a CPU without fast kernels for it (else refused)",
     )
     device: str = Field(default="auto", description="auto: cuda when available, else cpu")
     chunk_frames: int | None = Field(
@@ -76,15 +81,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """`auto`/None: bfloat16 (or float16 where bf16 is unsupported) on GPU, float32 on CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return getattr(torch, dtype)
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: torch.device, force: bool = False
+) -> DtypeChoice:
+    """The compute dtype and its reason (`model.choose_dtype`: `auto`/None is bfloat16 on GPU and
+    on CPUs with AMX-BF16, else float32; bf16/fp16 on a CPU without fast kernels are refused
+    unless `force`)."""
+    return choose_dtype(dtype, device, force=force)
 
 
 def _file_digest(path: Path) -> str:
@@ -122,6 +125,7 @@ class ClipEncoder:
         model_source: str | Path | None = None,
         dtype: str | torch.dtype | None = "auto",
         device: str | torch.device | None = "auto",
+        force_dtype: bool = False,
         chunk_frames: int | None = None,
         latent_kind: LatentKind = "mean",
         seed: int = 0,
@@ -129,7 +133,8 @@ class ClipEncoder:
     ) -> None:
         self.source = resolve_source(model_source)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype_choice = resolve_dtype(dtype, self.device, force_dtype)
+        self.dtype = self.dtype_choice.dtype
         self.chunk_frames = chunk_frames
         self.latent_kind = latent_kind
         self.seed = seed
@@ -146,6 +151,7 @@ class ClipEncoder:
             model_source=settings.source,
             dtype=settings.dtype,
             device=settings.device,
+            force_dtype=settings.force_dtype,
             chunk_frames=settings.chunk_frames,
             latent_kind=settings.latent_kind,
             seed=settings.seed,
@@ -168,7 +174,8 @@ class ClipEncoder:
             "latent_dim": int(config.latent_dim),
             "scale": list(np.atleast_1d(np.asarray(config.scale, dtype=float)).tolist()),
             "shift": list(np.atleast_1d(np.asarray(config.shift, dtype=float)).tolist()),
-            "encode_dtype": str(self.dtype).removeprefix("torch."),
+            "encode_dtype": self.dtype_choice.name,
+            "encode_dtype_reason": self.dtype_choice.reason,
         }
 
     @torch.inference_mode()

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow.compute as pc
+import torch
 from pydantic import BaseModel, Field
 
+from model import DtypeChoice
 from model.errors import ConfigError
 from pipeline.committer import UnitCommitter
-from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity
+from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity, resolve_dtype
 from pipeline.manifest import (
     ChannelSums,
     UnitMarker,
@@ -200,6 +202,17 @@ def build_dataset(
     )
 
 
+def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
+    """The encode dtype of a run. GPU actors resolve `auto` on their GPU (bfloat16, float16 where
+    a GPU lacks it); on a CPU cluster the driver resolves it on its CPU (`model.precision`: bfloat16
+    with AMX-BF16, else float32) and the actors are given that dtype."""
+    if gpus:
+        if encoder.dtype == "auto":
+            return DtypeChoice(torch.bfloat16, "auto on CUDA workers")
+        return DtypeChoice(getattr(torch, encoder.dtype), "asked for")
+    return resolve_dtype(encoder.dtype, torch.device("cpu"), encoder.force_dtype)
+
+
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
     """Encode every new input under `settings` into Parquet latent shards; return the summary."""
     start = time.perf_counter()
@@ -217,10 +230,13 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
     if plan.units:
         _ray_init(settings)
         gpus = _cluster_has_gpus()
-    auto_dtype = "bfloat16" if gpus else "float32"  # fp16 instead where a GPU lacks bf16
+    encode_dtype = _encode_dtype(encoder, gpus)
+    if not gpus:  # the actors encode in the dtype the metadata names (decided here, once)
+        encoder = encoder.model_copy(update={"dtype": encode_dtype.name})
     file_metadata = {
         **model_metadata,
-        "encode_dtype": auto_dtype if encoder.dtype == "auto" else encoder.dtype,
+        "encode_dtype": encode_dtype.name,
+        "encode_dtype_reason": encode_dtype.reason,
         "latent_dtype": settings.latent_dtype,
         "settings_hash": settings.output_hash(model_id),
         "clip_settings": settings.clips.model_dump(mode="json"),

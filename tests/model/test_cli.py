@@ -19,13 +19,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_round_trip_on_real_footage(sample_videos: dict[str, Path], tiny_parity_dir: Path, tmp_path: Path) -> None:
     video, latent, out = sample_videos["carphone_pristine"], tmp_path / "c.safetensors", tmp_path / "c.mp4"
-    weights = ["--weights", str(tiny_parity_dir)]
+    weights = ["--weights", str(tiny_parity_dir), "--dtype", "fp32"]  # the default, auto, is bf16 on AMX CPUs
     assert main([*weights, "encode", str(video), str(latent), "--frames", "9", "--size", "64x64", "--stride", "2"]) == 0
     with safe_open(str(latent), framework="pt") as handle:
         stored = handle.get_tensor("latent")
         meta = handle.metadata()
     assert stored.shape == (1, 8, 3, 8, 8)
     assert meta["frames"] == "9" and meta["stride"] == "2" and float(meta["fps"]) > 0
+    assert meta["dtype"] == "float32" and meta["dtype_reason"].startswith("asked for")
     (clip,) = sample_clips(video, ClipSettings(num_frames=9, frame_stride=2, height=64, width=64))
     assert float(meta["fps"]) == clip.fps
     with torch.inference_mode():

@@ -12,6 +12,7 @@ from torch import nn
 
 from model import WFVAE, winograd
 from model.causal import WHOLE_CLIP
+from model.precision import cpu_capability
 from model.winograd import applies, direct_convolution, winograd_conv3d
 
 PARITY_TOL = 1e-4  # as tests/model/test_parity.py: the official reference's float32 tolerance
@@ -149,7 +150,8 @@ def _wide_conv(**kwargs: object) -> nn.Conv3d:
     return nn.Conv3d(192, 192, **fields)  # type: ignore[arg-type]
 
 
-def test_applies_only_to_wide_float32_cpu_inference_with_enough_output() -> None:
+def test_applies_only_to_wide_float32_cpu_inference_with_enough_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: True)  # as on an AVX2-only CPU
     big = torch.zeros(1, 192, 6, 32, 32)  # 4 output frames x 64 tiles = 256 columns
     conv = _wide_conv().requires_grad_(False)
     with torch.inference_mode():
@@ -173,9 +175,18 @@ def test_applies_only_to_wide_float32_cpu_inference_with_enough_output() -> None
         assert applies(trainable, big)
 
 
+def test_stands_aside_where_onednn_has_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert winograd.pays_on_this_cpu() == (not cpu_capability().avx512)
+    big = torch.zeros(1, 192, 6, 32, 32)
+    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: False)
+    with torch.inference_mode():
+        assert not applies(_wide_conv().requires_grad_(False), big)
+
+
 @pytest.fixture
 def winograd_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every 3x3 stride-1 convolution of the tiny reference model takes the Winograd path."""
+    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: True)  # AVX-512 CPUs stay direct
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 0)
     monkeypatch.setattr(winograd, "MIN_FRAME_CHANNELS", 0)
     monkeypatch.setattr(winograd, "MIN_COLUMNS", 0)
