@@ -25,6 +25,7 @@ from pipeline.manifest import (
     summary_uri,
     write_json,
 )
+from pipeline.parts import write_parts
 from pipeline.settings import PipelineSettings
 from pipeline.sources import WorkUnit, group_items, list_sources
 from pipeline.stages import EncodeStage, read_and_decode
@@ -138,7 +139,7 @@ def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
             log.info("unit %s has changed sources; it will be rewritten", marker.unit_id)
             delete_unit(settings.output, marker.unit_id, settings.storage)
             del markers[marker.unit_id]
-    remove_orphans(settings.output, set(markers), settings.storage)
+    remove_orphans(settings.output, markers, settings.storage)
     done = set().union(*(m.done_sources() for m in markers.values())) if markers else set()
     pending_tars = [t for t in tars if f"{t.shard}@{t.version}" not in done]
     pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
@@ -161,9 +162,14 @@ def _cluster_has_gpus() -> bool:
 
 
 def build_dataset(
-    settings: PipelineSettings, units: list[WorkUnit], encoder: EncoderSettings, gpus: bool
+    settings: PipelineSettings,
+    units: list[WorkUnit],
+    encoder: EncoderSettings,
+    gpus: bool,
+    file_metadata: dict[str, Any],
 ) -> Any:  # ray.data.Dataset
-    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> encoded rows."""
+    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> (write Parquet
+    parts in tasks) -> one small record per part, the only thing the driver receives."""
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
@@ -185,7 +191,7 @@ def build_dataset(
         num_cpus=settings.read_num_cpus,
         memory=settings.read_memory_bytes,
     )
-    return dataset.map_batches(
+    dataset = dataset.map_batches(
         EncodeStage,
         batch_size=settings.batch_size,
         batch_format="pyarrow",
@@ -197,6 +203,19 @@ def build_dataset(
         compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
         num_cpus=settings.encoder_num_cpus,
         **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
+    )
+    # Latents go from the encoders to these tasks through the object store, and from them to
+    # storage: never through the driver. Batches of many rows keep part files few and large.
+    return dataset.map_batches(
+        write_parts,
+        batch_size=settings.write_batch_rows,
+        batch_format="pyarrow",
+        fn_kwargs={
+            "output": settings.output,
+            "storage": settings.storage.model_dump(mode="json"),
+            "file_metadata": file_metadata,
+        },
+        num_cpus=settings.write_num_cpus,
     )
 
 
@@ -226,19 +245,25 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         "clip_settings": settings.clips.model_dump(mode="json"),
     }
     committer = UnitCommitter(
-        settings.output, settings.storage, plan.units, file_metadata, settings.output_hash(model_id)
+        settings.output, settings.storage, plan.units, settings.output_hash(model_id)
     )
     first_result: float | None = None
     first_clips = 0
     if plan.units:
-        dataset = build_dataset(settings, plan.units, encoder, gpus)
+        dataset = build_dataset(settings, plan.units, encoder, gpus, file_metadata)
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             if first_result is None:
                 first_result = time.perf_counter() - start
-                first_clips = pc.sum(pc.equal(block.column("row_kind"), "clip")).as_py() or 0
+                first_clips = pc.sum(block.column("clips")).as_py() or 0
             committer.add(block)
         log.debug("ray data stats:\n%s", dataset.stats())
     new_markers = committer.finish()
+    if new_markers:  # parts of a write retried with other rows: committed units list the kept ones
+        remove_orphans(
+            settings.output,
+            {**plan.finished, **{m.unit_id: m for m in new_markers}},
+            settings.storage,
+        )
     seconds = time.perf_counter() - start
     reasons: Counter[str] = Counter()
     for marker in new_markers:

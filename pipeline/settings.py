@@ -59,6 +59,14 @@ class PipelineSettings(BaseSettings):
         gt=0,
         description="memory reserved per read/decode task (a video's bytes and its clips' frames)",
     )
+    write_batch_rows: int = Field(
+        default=256,
+        ge=1,
+        description="rows per write task, so at most this many clips per Parquet part file",
+    )
+    write_num_cpus: float = Field(
+        default=0.25, gt=0, description="CPUs per write task (Parquet encoding and upload)"
+    )
     ray_address: str | None = Field(default=None, description="cluster to join; default: local")
     progress_bars: bool = True
 

@@ -127,8 +127,10 @@ def test_run_accounts_for_every_input_and_matches_in_process_encoding(
     assert summary.clips == len(latents) == sum(v == "ok" for v in expected.values())
     assert {r["source_uri"].split("://")[0] for r in latents} == {"gs"}
     fs, folder = open_fs(f"{settings.output}/latents", settings.storage)
-    written = {n.rsplit("/", 1)[-1].removesuffix(".parquet") for n in fs.ls(folder, detail=False)}
-    assert set(load_markers(settings.output, settings.storage)) == written
+    written = {n.rsplit("/", 1)[-1] for n in fs.ls(folder, detail=False)}
+    markers = load_markers(settings.output, settings.storage)
+    assert len(markers) == 4  # every part file is listed by its unit's marker, and no other
+    assert written == {name for m in markers.values() for name in m.files("latents")}
     encoder = ClipEncoder(dtype="float32", device="cpu")
     media = {key: corpus.media[name] for key, name in MEDIUM.items()}
     worst = largest_difference_from_in_process(latents, media, settings.clips, encoder)
