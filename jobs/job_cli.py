@@ -11,8 +11,9 @@ Exit codes (`ExitCode`), the same for every job, so a scheduler can act on them:
     1   FAILED    an unexpected error (storage or cluster trouble, a bug): retrying may help
     2   USAGE     bad flags or config, an output written with other settings, a model that
                   will not load: fix the configuration; retrying will not help
-    3   DATA      the run finished but needs a person: too many samples failed, no source
-                  matched, or a retirement bigger than allowed was refused
+    3   DATA      the run needs a person: too many samples failed, no input matched (an
+                  empty folder, a mistyped prefix), or a retirement bigger than allowed was
+                  refused
     75  BUSY      another run holds the output's lease (sysexits EX_TEMPFAIL): try later;
                   `--busy-exit-code 0` makes this a success for schedulers that alert on
                   any non-zero code
@@ -239,9 +240,12 @@ def parse_job(
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code of an error that ended a job."""
     from model.errors import CheckpointError, ConfigError
+    from pipeline.sources import NoInputsError
 
     if isinstance(error, JobError):
         return error.code
+    if isinstance(error, NoInputsError):
+        return ExitCode.DATA
     if isinstance(error, ConfigError | CheckpointError | ValidationError):
         return ExitCode.USAGE
     return ExitCode.FAILED

@@ -27,7 +27,7 @@ from pipeline.manifest import (
 )
 from pipeline.parts import write_parts
 from pipeline.settings import PipelineSettings
-from pipeline.sources import WorkUnit, group_items, list_sources
+from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
 from pipeline.stages import EncodeStage, read_and_decode
 from pipeline.storage import expand_inputs
 
@@ -122,7 +122,10 @@ class RunPlan:
 def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
     uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
-    tars, items = list_sources(uris, settings.storage)
+    own = settings.output.rstrip("/") + "/"  # an input folder holding the output: not its parts
+    tars, items = list_sources([u for u in uris if not u.startswith(own)], settings.storage)
+    if not tars and not items:  # a mistyped prefix must not look like a finished job
+        raise NoInputsError(settings.inputs + settings.input_lists)
     current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
     markers = load_markers(settings.output, settings.storage)
     settings_hash = settings.output_hash(model_id)
