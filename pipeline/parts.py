@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.manifest import ERRORS_DIR, LATENTS_DIR, ChannelSums, part_name
+from pipeline.progress import WRITE, report
 from pipeline.records import ERROR_SCHEMA, LATENT_SCHEMA, latent_from_bytes, write_parquet
 from pipeline.storage import StorageSettings, join_uri
 
@@ -151,7 +152,19 @@ def part_records(
 
 
 def write_parts(
-    batch: pa.Table, output: str, storage: dict[str, Any], file_metadata: dict[str, Any]
+    batch: pa.Table,
+    output: str,
+    storage: dict[str, Any],
+    file_metadata: dict[str, Any],
+    board: Any = None,
 ) -> pa.Table:
     """Ray `map_batches` UDF: encoded rows in, part files out, PART_SCHEMA records back."""
-    return part_records(batch, output, StorageSettings.model_validate(storage), file_metadata)
+    records = part_records(batch, output, StorageSettings.model_validate(storage), file_metadata)
+    report(
+        board,
+        WRITE,
+        rows_written=batch.num_rows,
+        clips_written=sum(records.column("clips").to_pylist()),
+        bytes_written=sum(records.column("bytes_written").to_pylist()),
+    )
+    return records

@@ -26,6 +26,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.parts import write_parts
+from pipeline.progress import create_board, watched
 from pipeline.settings import PipelineSettings
 from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
 from pipeline.stages import EncodeStage, read_and_decode
@@ -38,6 +39,7 @@ __all__ = [
     "RunPlan",
     "RunSummary",
     "build_dataset",
+    "side_concurrency",
     "latent_stats",
     "plan_run",
     "run_pipeline",
@@ -164,12 +166,20 @@ def _cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def side_concurrency(settings: PipelineSettings, cluster_cpus: float) -> int:
+    """Default cap on read (and write) tasks at once: the CPUs the encoders leave, at least 1."""
+    reserved = settings.concurrency * settings.encoder_num_cpus
+    return max(1, int(cluster_cpus - reserved))
+
+
 def build_dataset(
     settings: PipelineSettings,
     units: list[WorkUnit],
     encoder: EncoderSettings,
     gpus: bool,
     file_metadata: dict[str, Any],
+    board: Any = None,
+    cluster_cpus: float = 1.0,
 ) -> Any:  # ray.data.Dataset
     """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> (write Parquet
     parts in tasks) -> one small record per part, the only thing the driver receives."""
@@ -189,8 +199,11 @@ def build_dataset(
             "clip_settings": settings.clips.model_dump(mode="json"),
             "model_id": encoder.model_id,
             "latent_kind": encoder.latent_kind,
+            "board": board,
         },
-        compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency),
+        compute=ray.data.TaskPoolStrategy(
+            size=settings.read_concurrency or side_concurrency(settings, cluster_cpus)
+        ),
         num_cpus=settings.read_num_cpus,
         memory=settings.read_memory_bytes,
     )
@@ -202,6 +215,7 @@ def build_dataset(
             "encoder": encoder.model_dump(mode="json"),
             "batch_size": settings.batch_size,
             "latent_dtype": settings.latent_dtype,
+            "board": board,
         },
         compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
         num_cpus=settings.encoder_num_cpus,
@@ -217,7 +231,11 @@ def build_dataset(
             "output": settings.output,
             "storage": settings.storage.model_dump(mode="json"),
             "file_metadata": file_metadata,
+            "board": board,
         },
+        compute=ray.data.TaskPoolStrategy(
+            size=settings.write_concurrency or side_concurrency(settings, cluster_cpus)
+        ),
         num_cpus=settings.write_num_cpus,
     )
 
@@ -253,8 +271,15 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
     first_result: float | None = None
     first_clips = 0
     if plan.units:
-        dataset = build_dataset(settings, plan.units, encoder, gpus, file_metadata)
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        import ray
+
+        board = create_board()
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        dataset = build_dataset(
+            settings, plan.units, encoder, gpus, file_metadata, board=board, cluster_cpus=cpus
+        )
+        blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+        for block in watched(blocks, board, len(plan.units), settings.stall_timeout_s):
             if first_result is None:
                 first_result = time.perf_counter() - start
                 first_clips = pc.sum(block.column("clips")).as_py() or 0

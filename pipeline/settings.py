@@ -51,9 +51,17 @@ class PipelineSettings(BaseSettings):
         default=1.0, gt=0, description="CPUs reserved per encoder actor"
     )
     read_concurrency: int | None = Field(
-        default=None, ge=1, description="at most this many read/decode tasks at once"
+        default=None,
+        ge=1,
+        description="at most this many read/decode tasks at once; default: the cluster's CPUs "
+        "less those the encoders reserve, at least 1",
     )
-    read_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per read/decode task")
+    read_num_cpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="CPUs reserved per read/decode task; 0: none, so an encoder restarted after "
+        "a node loss can never take the CPU reads need (read_concurrency caps them instead)",
+    )
     read_memory_bytes: int = Field(
         default=512 * 2**20,
         gt=0,
@@ -64,8 +72,16 @@ class PipelineSettings(BaseSettings):
         ge=1,
         description="rows per write task, so at most this many clips per Parquet part file",
     )
+    write_concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many write tasks at once; default as reads"
+    )
     write_num_cpus: float = Field(
-        default=0.25, gt=0, description="CPUs per write task (Parquet encoding and upload)"
+        default=0.0, ge=0, description="CPUs reserved per write task (0: as reads, none)"
+    )
+    stall_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="stop the job (exit 4) when no stage finishes a block for this long",
     )
     ray_address: str | None = Field(default=None, description="cluster to join; default: local")
     progress_bars: bool = True

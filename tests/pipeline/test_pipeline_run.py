@@ -29,7 +29,11 @@ def read_prefix(
     """Every row under output/folder (sorted by key) and each file's wfvae metadata."""
     fs, path = open_fs(f"{output}/{folder}", storage)
     rows, metas = [], []
-    for name in sorted(fs.ls(path, detail=False, refresh=True)):
+    try:
+        names = sorted(fs.ls(path, detail=False, refresh=True))
+    except FileNotFoundError:  # no file there: a run without errors writes no errors/ part
+        names = []
+    for name in names:
         with fs.open(name, "rb") as handle:
             table = pq.read_table(handle)
         rows.extend(table.to_pylist())
