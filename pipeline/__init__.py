@@ -9,6 +9,7 @@ Modules (none imports Ray at import time):
     stages      the Ray Data stage callables (read+decode, encode)
     parts       the write stage: Parquet part files from the workers, a small record each
     committer   the driver's commit: a unit's marker once all its parts are written
+    progress    stage counters (progress actor, Ray metrics), stall watchdog, ETA
     manifest    output layout and per-unit markers (incremental, resumable runs)
     settings    PipelineSettings (file, env, CLI)
     run         run_pipeline: plan, execute, summarise, latent statistics

@@ -12,13 +12,21 @@ dot, so a part's unit is the text before its first dot. Markers written before p
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import posixpath
 
 from pydantic import BaseModel, Field
 
-from pipeline.storage import StorageSettings, atomic_write, is_local, join_uri, open_fs
+from pipeline.storage import (
+    StorageSettings,
+    atomic_write,
+    file_version,
+    is_local,
+    join_uri,
+    open_fs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +36,13 @@ __all__ = [
     "committed_files",
     "delete_unit",
     "load_markers",
+    "index_uri",
     "marker_uri",
     "part_name",
     "remove_orphans",
     "stats_uri",
     "summary_uri",
+    "write_index",
     "write_json",
     "write_marker",
 ]
@@ -43,6 +53,8 @@ MANIFEST_DIR = "_manifest"
 STATS_FILE = "latent_stats.json"
 SUMMARY_FILE = "summary.json"
 PARQUET = ".parquet"
+MARKER_SUFFIX = ".json"
+INDEX_FILE = "_index.json.gz"  # in _manifest/; not a marker (its name does not end in .json)
 
 
 def part_name(unit_id: str, digest: str) -> str:
@@ -55,7 +67,11 @@ def _unit_of(name: str) -> str:
 
 
 def marker_uri(output: str, unit_id: str) -> str:
-    return join_uri(output, MANIFEST_DIR, f"{unit_id}.json")
+    return join_uri(output, MANIFEST_DIR, f"{unit_id}{MARKER_SUFFIX}")
+
+
+def index_uri(output: str) -> str:
+    return join_uri(output, MANIFEST_DIR, INDEX_FILE)
 
 
 class ChannelSums(BaseModel):
@@ -110,35 +126,78 @@ def write_marker(output: str, marker: UnitMarker, storage: StorageSettings) -> N
 
 def _listing(output: str, folder: str, suffix: str, storage: StorageSettings) -> dict[str, str]:
     """File name -> path of every `*suffix` file under `output/folder` (fresh, not cached)."""
+    return {name: path for name, (path, _) in _versions(output, folder, suffix, storage).items()}
+
+
+def _versions(
+    output: str, folder: str, suffix: str, storage: StorageSettings
+) -> dict[str, tuple[str, str]]:
+    """File name -> (path, version) of every `*suffix` file under `output/folder`, one listing."""
     fs, path = open_fs(join_uri(output, folder), storage)
     try:
-        names = (
-            fs.ls(path, detail=False, refresh=True)
-            if not is_local(fs)
-            else fs.ls(path, detail=False)
-        )
+        entries = fs.ls(path, detail=True, **({} if is_local(fs) else {"refresh": True}))
     except FileNotFoundError:
         return {}
-    return {posixpath.basename(n): n for n in names if n.endswith(suffix)}
+    return {
+        posixpath.basename(e["name"]): (e["name"], file_version(e))
+        for e in entries
+        if e["name"].endswith(suffix)
+    }
+
+
+def _read_index(output: str, storage: StorageSettings) -> dict[str, dict[str, object]]:
+    fs, path = open_fs(index_uri(output), storage)
+    try:
+        return json.loads(gzip.decompress(fs.cat_file(path)))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:  # a damaged index only costs the markers' GETs
+        log.warning("ignoring the manifest index %s: %s", index_uri(output), error)
+        return {}
 
 
 def load_markers(output: str, storage: StorageSettings) -> dict[str, UnitMarker]:
     """Every finished unit's marker under `output`, by unit id.
 
-    Object stores: one listing, then the markers fetched concurrently (fsspec's async `cat`),
-    not one GET after another."""
+    The listing of `_manifest/` says which units are finished and each marker's version; the
+    compacted index (`_manifest/_index.json.gz`, written at the end of a run) gives the content
+    of every marker whose version it recorded; the others (units finished after it was written,
+    or redone) are fetched concurrently (fsspec's async `cat`), not one GET after another. The
+    index is only a cache: a marker not listed is not finished, whatever the index says."""
     fs, _ = open_fs(output, storage)
-    paths = {
-        name[: -len(".json")]: path
-        for name, path in _listing(output, MANIFEST_DIR, ".json", storage).items()
+    listed = {
+        name[: -len(MARKER_SUFFIX)]: entry
+        for name, entry in _versions(output, MANIFEST_DIR, MARKER_SUFFIX, storage).items()
     }
-    if not paths:
+    if not listed:
         return {}
-    contents = fs.cat(sorted(paths.values()))  # path -> bytes
-    return {
-        unit_id: UnitMarker.model_validate_json(contents[path])
-        for unit_id, path in sorted(paths.items())
+    index = _read_index(output, storage)
+    markers = {}
+    missing = []
+    for unit_id, (path, version) in listed.items():
+        entry = index.get(unit_id)
+        if entry is not None and entry.get("version") == version:
+            markers[unit_id] = UnitMarker.model_validate(entry["marker"])
+        else:
+            missing.append(path)
+    if missing:
+        contents = fs.cat(sorted(missing))  # path -> bytes
+        for data in contents.values():
+            marker = UnitMarker.model_validate_json(data)
+            markers[marker.unit_id] = marker
+    return dict(sorted(markers.items()))
+
+
+def write_index(output: str, markers: dict[str, UnitMarker], storage: StorageSettings) -> None:
+    """Compact `markers` (all finished units) into `_manifest/_index.json.gz` with the versions
+    the listing shows now, so the next plan reads one object instead of one per unit."""
+    listed = _versions(output, MANIFEST_DIR, MARKER_SUFFIX, storage)
+    index = {
+        unit_id: {"version": listed[f"{unit_id}{MARKER_SUFFIX}"][1], "marker": marker.model_dump()}
+        for unit_id, marker in markers.items()
+        if f"{unit_id}{MARKER_SUFFIX}" in listed
     }
+    atomic_write(index_uri(output), gzip.compress(json.dumps(index).encode(), 6), storage)
 
 
 def _read_marker(output: str, unit_id: str, storage: StorageSettings) -> UnitMarker | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -159,10 +160,12 @@ def write_parts(
     board: Any = None,
 ) -> pa.Table:
     """Ray `map_batches` UDF: encoded rows in, part files out, PART_SCHEMA records back."""
+    started = time.process_time()
     records = part_records(batch, output, StorageSettings.model_validate(storage), file_metadata)
     report(
         board,
         WRITE,
+        cpu_s=time.process_time() - started,
         rows_written=batch.num_rows,
         clips_written=sum(records.column("clips").to_pylist()),
         bytes_written=sum(records.column("bytes_written").to_pylist()),

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EtaLog",
     "PipelineStalledError",
     "ProgressBoard",
     "StageCounts",
@@ -48,6 +49,8 @@ class StageCounts(BaseModel):
     clips_written: int = 0
     errors: dict[str, int] = {}  # "stage:reason" -> rows
     bytes_written: int = 0
+    cpu_s: float = 0.0  # CPU time of the stages' calls (their processes, every thread)
+    gpu_s: float = 0.0  # wall time of the encoders' model calls on a GPU
 
 
 class PipelineStalledError(RuntimeError):
@@ -106,15 +109,59 @@ def report(board: Any, stage: str, **counts: Any) -> None:
     if board is not None:
         board.add.remote(**counts)
     try:
-        for name in ("clips_read", "clips_encoded", "clips_written", "bytes_written"):
+        for name in ("clips_read", "clips_encoded", "clips_written", "bytes_written", "cpu_s"):
             if counts.get(name):
-                _metric(name, f"{name.replace('_', ' ')} by the pipeline").inc(counts[name])
+                _metric(name, f"{name.replace('_', ' ')} by the pipeline", ("stage",)).inc(
+                    counts[name], tags={"stage": stage}
+                )
         for key, n in counts.get("errors", {}).items():
             where, _, reason = key.partition(":")
             errors = _metric("errors", "error rows, by stage and reason", ("stage", "reason"))
             errors.inc(n, tags={"stage": where, "reason": reason})
     except Exception as error:  # metrics are best effort (outside a Ray worker, say)
         log.debug("metrics not recorded for %s: %s", stage, error)
+
+
+class EtaLog:
+    """Logs the units committed, the rate and an ETA, once `after_units` are done and then at
+    most every `every_s` (the rate over the units committed so far, from the job's start)."""
+
+    def __init__(
+        self,
+        total_units: int,
+        after_units: int = 3,
+        every_s: float = 30.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.total = total_units
+        self.after_units = after_units
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last: float | None = None
+
+    def update(self, done: int, clips: int) -> str | None:
+        """Call as units commit; returns the line it logged, if any."""
+        now = self.clock()
+        if done < min(self.after_units, self.total) or done == 0:
+            return None
+        if self.last is not None and now - self.last < self.every_s and done < self.total:
+            return None
+        self.last = now
+        elapsed = now - self.started
+        remaining = elapsed / done * (self.total - done)
+        line = (
+            f"{done}/{self.total} units committed ({done / self.total:.0%}), {clips} clips, "
+            f"{clips / elapsed if elapsed > 0 else 0.0:.1f} clips/s; ETA {_duration(remaining)}"
+        )
+        log.info("progress: %s", line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def stalled_stage(counts: StageCounts, units: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -151,7 +152,9 @@ def read_and_decode(
     clip = ClipSettings.model_validate(clip_settings)
     for row in batch.to_pylist():
         unit = WorkUnit.from_row(row)
+        started = time.process_time()
         for table in unit_rows(unit, storage_settings, clip, model_id, latent_kind):
+            cpu_s, started = time.process_time() - started, time.process_time()
             kinds = table.column("row_kind").to_pylist()
             reasons = [
                 f"{s}:{r}"
@@ -170,8 +173,10 @@ def read_and_decode(
                 rows_read=len(kinds),
                 clips_read=kinds.count("clip"),
                 errors=dict(Counter(reasons)),
+                cpu_s=cpu_s,
             )
             yield table
+            started = time.process_time()  # not the time the consumer held the generator
 
 
 class EncodeStage:
@@ -190,6 +195,7 @@ class EncodeStage:
         self.board = board
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
         kinds = batch.column("row_kind").to_pylist()
         shapes = batch.column("frames_shape").to_pylist()
         keys = batch.column("key").to_pylist()
@@ -228,9 +234,12 @@ class EncodeStage:
         out = out.append_column("latent_shape", pa.array(latent_shapes, pa.list_(pa.int32())))
         dtypes = [self.latent_dtype if z is not None else "" for z in latents]
         out = out.append_column("latent_dtype", pa.array(dtypes, pa.string()))
+        on_gpu = self.encoder.device.type == "cuda"
         report(
             self.board,
             ENCODE,
+            cpu_s=time.process_time() - cpu_started,
+            gpu_s=time.perf_counter() - wall_started if on_gpu else 0.0,
             rows_encoded=batch.num_rows,
             clips_encoded=sum(z is not None for z in latents),
             errors=dict(Counter(f"encode:{reason}" for reason, _ in failures.values())),

@@ -65,6 +65,7 @@ def test_a_run_over_s3_prefixes_equals_the_run_over_named_inputs(
         update={
             "inputs": [f"{s3_corpus}/shards/", f"{s3_corpus}/files/", f"{s3_corpus}/webvid/"],
             "output": f"{s3_corpus}/out/from-prefixes",
+            "concurrency": "1-2",  # and an autoscaling encoder pool
         }
     )
     summary = run_pipeline(settings)

@@ -9,7 +9,7 @@ import pytest
 
 MODULES = [
     "clips", "encoding", "storage", "sources", "records", "stages",
-    "parts", "committer", "manifest", "settings", "run", "reader",
+    "parts", "committer", "progress", "manifest", "settings", "run", "reader",
 ]  # fmt: skip
 
 

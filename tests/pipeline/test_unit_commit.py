@@ -13,7 +13,13 @@ import pytest
 from test_pipeline_run import read_prefix
 
 from pipeline.committer import UnitCommitter
-from pipeline.manifest import committed_files, load_markers, remove_orphans
+from pipeline.manifest import (
+    INDEX_FILE,
+    committed_files,
+    load_markers,
+    remove_orphans,
+    write_index,
+)
 from pipeline.parts import PART_SCHEMA, part_records
 from pipeline.reader import LatentShardDataset, list_shards
 from pipeline.records import ENCODED_SCHEMA, latent_to_bytes
@@ -148,3 +154,22 @@ def test_parts_no_marker_lists_are_invisible_and_removed(tmp_path: Path) -> None
 
 def test_the_driver_receives_small_records_only() -> None:
     assert "latent" not in PART_SCHEMA.names and "frames" not in PART_SCHEMA.names
+
+
+def test_the_manifest_index_is_a_cache_the_listing_overrules(tmp_path: Path) -> None:
+    output = str(tmp_path)
+    committer = UnitCommitter(output, STORAGE, [unit("a"), unit("b")], settings_hash="h")
+    for name in ("a", "b"):
+        rows = encoded([clip_row(name, 0, 0, 1), end_row(name, 1)])
+        committer.add(part_records(rows, output, STORAGE, META))
+    markers = {m.unit_id: m for m in committer.finish()}
+    write_index(output, markers, STORAGE)
+    manifest = tmp_path / "_manifest"
+    assert load_markers(output, STORAGE) == markers
+    # b redone with other counts after the index was written; a deleted (retired)
+    redone = markers["b"].model_copy(update={"clips": 7})
+    (manifest / "b.json").write_text(redone.model_dump_json())
+    (manifest / "a.json").unlink()
+    assert load_markers(output, STORAGE) == {"b": redone}
+    (manifest / INDEX_FILE).write_bytes(b"not gzip")  # a damaged index costs GETs, not a failure
+    assert load_markers(output, STORAGE) == {"b": redone}
