@@ -10,7 +10,8 @@ Two measurements, side by side in one run:
    write tasks send them: clips/s of metadata, at the smallest part (one encoder batch) and the
    default write batch. Goal: at least 20,000 clips/s.
 
-    python benchmarks/driver_commit.py [--shards 4] [--sizes 200,2000] [--size 32]
+    python benchmarks/driver_commit.py [--shards 4] [--sizes 200,2000] [--size 32] \
+        [--baseline-src DIR]     # DIR: e.g. `git archive f8b0cd3 | tar -x -C DIR`
 """
 
 from __future__ import annotations
@@ -117,8 +118,12 @@ def job_child(clips_per_shard: int, shards: int, size: int) -> dict[str, float]:
     }
 
 
-def run_job(clips_per_shard: int, shards: int, size: int) -> dict[str, float]:
+def run_job(
+    clips_per_shard: int, shards: int, size: int, src: Path = REPO_ROOT
+) -> dict[str, float]:
+    """One job in a fresh driver process importing the pipeline from `src`."""
     command = [sys.executable, __file__, "--child", f"{clips_per_shard},{shards},{size}"]
+    command += ["--src", str(src)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"job of {clips_per_shard} clips/shard failed:\n{done.stderr[-3000:]}")
@@ -189,22 +194,34 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--sizes", default="200,2000", help="clips per shard, comma-separated")
     parser.add_argument("--size", type=int, default=32, help="clip height and width")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another checkout (e.g. `git archive` of an older commit) to run side by side",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        sys.path.insert(0, str(args.src))  # before REPO_ROOT: that tree's `pipeline`
         clips, shards, size = (int(v) for v in args.child.split(","))
         print(json.dumps(job_child(clips, shards, size)))
         return
     logging.basicConfig(level=logging.WARNING)
     print(f"jobs: {args.shards} shards, 1x{args.size}x{args.size} clips, bundled model, local Ray")
-    print("| clips/shard | clips | s | driver baseline MB | peak MB | peak over baseline MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    trees = [("this tree", REPO_ROOT)]
+    if args.baseline_src:
+        trees.append((f"baseline ({args.baseline_src.name})", args.baseline_src))
+    print("| code | clips/shard | clips | s | driver baseline MB | peak MB | over baseline MB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for clips_per_shard in (int(v) for v in args.sizes.split(",")):
-        r = run_job(clips_per_shard, args.shards, args.size)
-        print(
-            f"| {clips_per_shard} | {r['clips']:.0f} | {r['seconds']:.1f} | "
-            f"{r['baseline_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - r['baseline_mb']:.0f} |"
-        )
+        for name, src in trees:
+            r = run_job(clips_per_shard, args.shards, args.size, src)
+            print(
+                f"| {name} | {clips_per_shard} | {r['clips']:.0f} | {r['seconds']:.1f} | "
+                f"{r['baseline_mb']:.0f} | {r['peak_mb']:.0f} | "
+                f"{r['peak_mb'] - r['baseline_mb']:.0f} |"
+            )
     print("\ncommit path alone: 40 units of 2,000 clips, one sample per clip")
     print("| clips per part record | clips/s |")
     print("| ---: | ---: |")
