@@ -11,8 +11,12 @@ Exit codes (`ExitCode`), the same for every job, so a scheduler can act on them:
     1   FAILED    an unexpected error (storage or cluster trouble, a bug): retrying may help
     2   USAGE     bad flags or config, an output written with other settings, a model that
                   will not load: fix the configuration; retrying will not help
-    3   DATA      the run finished but needs a person: too many samples failed, no source
-                  matched, or a retirement bigger than allowed was refused
+    3   DATA      the run needs a person: too many samples failed, no input matched (an
+                  empty folder, a mistyped prefix), or a retirement bigger than allowed was
+                  refused
+    4   STALLED   no stage of the pipeline finished a block for `--stall_timeout_s` (a hung
+                  read, a lost resource): the message names the stage; committed units are
+                  kept, so a rerun goes on from there
     75  BUSY      another run holds the output's lease (sysexits EX_TEMPFAIL): try later;
                   `--busy-exit-code 0` makes this a success for schedulers that alert on
                   any non-zero code
@@ -56,6 +60,7 @@ class ExitCode(enum.IntEnum):
     FAILED = 1
     USAGE = 2
     DATA = 3
+    STALLED = 4
     BUSY = 75
 
 
@@ -82,7 +87,10 @@ class JobOptions(BaseModel):
         default=True, description="hold the output's lease while running (local paths and S3)"
     )
     lock_ttl_s: float = Field(
-        default=900.0, gt=0, description="lease length on object storage; renewed every third"
+        default=60.0,
+        gt=0,
+        description="lease length on object storage, renewed every third: a driver that died "
+        "without releasing it blocks the next run this long at most",
     )
     busy_exit_code: int = Field(
         default=int(ExitCode.BUSY),
@@ -239,9 +247,15 @@ def parse_job(
 def exit_code_for(error: BaseException) -> ExitCode:
     """The exit code of an error that ended a job."""
     from model.errors import CheckpointError, ConfigError
+    from pipeline.progress import PipelineStalledError
+    from pipeline.sources import NoInputsError
 
     if isinstance(error, JobError):
         return error.code
+    if isinstance(error, NoInputsError):
+        return ExitCode.DATA
+    if isinstance(error, PipelineStalledError):
+        return ExitCode.STALLED
     if isinstance(error, ConfigError | CheckpointError | ValidationError):
         return ExitCode.USAGE
     return ExitCode.FAILED

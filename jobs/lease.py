@@ -79,7 +79,7 @@ class Lease:
     """An exclusive lease on an output prefix; `acquire()` raises LeaseBusyError when held."""
 
     def __init__(
-        self, output: str, storage: StorageSettings, job: str, ttl_s: float = 900.0
+        self, output: str, storage: StorageSettings, job: str, ttl_s: float = 60.0
     ) -> None:
         self.uri = lock_uri(output)
         self.storage = storage

@@ -7,7 +7,9 @@ Modules (none imports Ray at import time):
     sources     WebDataset tars, plain video files and URI tables as streams of samples
     records     Arrow schemas, deterministic keys, latent bytes, Parquet writes
     stages      the Ray Data stage callables (read+decode, encode)
-    committer   per-unit assembly and writing on the driver
+    parts       the write stage: Parquet part files from the workers, a small record each
+    committer   the driver's commit: a unit's marker once all its parts are written
+    progress    stage counters (progress actor, Ray metrics), stall watchdog, ETA
     manifest    output layout and per-unit markers (incremental, resumable runs)
     settings    PipelineSettings (file, env, CLI)
     run         run_pipeline: plan, execute, summarise, latent statistics

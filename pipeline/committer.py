@@ -1,36 +1,45 @@
-"""Driver-side commit: gather each unit's encoded rows, and once all its samples are in, write its files and marker."""
+"""Driver-side commit: gather each unit's part records, and once every sample's rows are on storage, write its marker.
+
+The driver sees no latent: workers write the Parquet parts (`pipeline.parts`) and send back a
+record per part (unit, sample indices and row counts, file names, channel sums). A unit is
+complete when its end record has said how many samples it holds and every one of them has all
+the rows it yields; only then is its marker written, naming the parts, so a unit becomes
+visible in one step.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from pipeline.manifest import ChannelSums, UnitMarker, errors_uri, latents_uri, write_marker
-from pipeline.records import ERROR_SCHEMA, LATENT_SCHEMA, latent_from_bytes, write_parquet
+from pipeline.manifest import ChannelSums, UnitMarker, write_marker
 from pipeline.sources import WorkUnit
 from pipeline.storage import StorageSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UnitCommitter", "channel_sums"]
+__all__ = ["UnitCommitter"]
 
-WRITER_THREADS = 2
+MARKER_THREADS = 4  # markers are small PUTs; a few in flight hide object-store latency
 
 
 @dataclass
-class _Pending:
-    """Rows of one unit received so far, and what is still missing."""
+class _Progress:
+    """What has been written of one unit so far."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    samples: int | None = None  # known once the unit_end row arrives
+    samples: int | None = None  # known once the part holding the unit's end arrives
     expected: dict[int, int] = field(default_factory=dict)  # sample index -> rows it yields
-    seen: Counter[int] = field(default_factory=Counter)
+    seen: Counter[int] = field(default_factory=Counter)  # sample index -> rows written
+    latent_files: list[str] = field(default_factory=list)
+    error_files: list[str] = field(default_factory=list)
+    clips: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    sums: ChannelSums = field(default_factory=ChannelSums)
 
     def complete(self) -> bool:
         if self.samples is None or len(self.expected) != self.samples:
@@ -38,101 +47,87 @@ class _Pending:
         return all(self.seen[i] == n for i, n in self.expected.items())
 
 
-def channel_sums(latents: list[np.ndarray]) -> ChannelSums:
-    """Per-channel count, sum and sum of squares over (C, t, h, w) latents, in float64."""
-    if not latents:
-        return ChannelSums()
-    channels = latents[0].shape[0]
-    count = np.zeros(channels, np.int64)
-    total = np.zeros(channels, np.float64)
-    squares = np.zeros(channels, np.float64)
-    for z in latents:
-        flat = z.reshape(channels, -1).astype(np.float64)  # (C, t*h*w)
-        count += flat.shape[1]
-        total += flat.sum(axis=1)
-        squares += (flat * flat).sum(axis=1)
-    return ChannelSums(count=count.tolist(), total=total.tolist(), squares=squares.tolist())
-
-
 class UnitCommitter:
-    """Buffers encoded rows by unit; writes a finished unit's latents, errors and marker on a thread."""
+    """Takes part records (`pipeline.parts.PART_SCHEMA`); writes a unit's marker once it is complete."""
 
     def __init__(
         self,
         output: str,
         storage: StorageSettings,
         units: list[WorkUnit],
-        file_metadata: dict[str, Any],
         settings_hash: str,
     ) -> None:
         self.output = output
         self.storage = storage
         self.units = {unit.unit_id: unit for unit in units}
-        self.file_metadata = file_metadata
         self.settings_hash = settings_hash
-        self.pending: dict[str, _Pending] = {}
-        self.markers: list[UnitMarker] = []
+        self.pending: dict[str, _Progress] = {}
+        self.bytes_written = 0
         self._writes: list[Future[UnitMarker]] = []
-        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="unit-writer")
+        self._pool = ThreadPoolExecutor(MARKER_THREADS, thread_name_prefix="unit-marker")
 
-    def add(self, batch: pa.Table) -> None:
-        """Take a block of encoded rows; submit every unit it completes for writing."""
+    @property
+    def committed(self) -> int:
+        """Units whose marker is written or being written."""
+        return len(self._writes)
+
+    def add(self, parts: pa.Table) -> list[str]:
+        """Take a block of part records; submit the marker of every unit they complete; return those ids."""
         touched = set()
-        for row in batch.to_pylist():
-            state = self.pending.setdefault(row["unit_id"], _Pending())
-            touched.add(row["unit_id"])
-            if row["row_kind"] == "unit_end":
-                state.samples = row["unit_samples"]
+        for record in parts.to_pylist():
+            unit_id = record["unit_id"]
+            if unit_id not in self.units:
+                raise RuntimeError(f"a part of unit {unit_id}, which this run did not plan")
+            state = self.pending.setdefault(unit_id, _Progress())
+            touched.add(unit_id)
+            name = record["latents_file"] or record["errors_file"]
+            if name and name in state.latent_files + state.error_files:
+                # Part names derive from their rows' keys: the same part twice is one write retried.
+                log.warning("part %s of unit %s arrived twice; counted once", name, unit_id)
                 continue
-            state.rows.append(row)
-            state.expected[row["sample_index"]] = row["sample_rows"]
-            state.seen[row["sample_index"]] += 1
-        for unit_id in sorted(touched):
-            if self.pending[unit_id].complete():
-                state = self.pending.pop(unit_id)
-                self._writes.append(self._pool.submit(self._write_unit, unit_id, state.rows))
+            if record["unit_samples"] >= 0:
+                state.samples = record["unit_samples"]
+            for index, yields, here in zip(
+                record["sample_index"], record["sample_rows"], record["rows_here"], strict=True
+            ):
+                state.expected[index] = yields
+                state.seen[index] += here
+            if record["latents_file"]:
+                state.latent_files.append(record["latents_file"])
+            if record["errors_file"]:
+                state.error_files.append(record["errors_file"])
+            state.clips += record["clips"]
+            state.reasons.update(json.loads(record["error_reasons"]))
+            state.sums = state.sums.merge(ChannelSums.model_validate_json(record["sums"]))
+            self.bytes_written += record["bytes_written"]
+        completed = sorted(u for u in touched if self.pending[u].complete())
+        for unit_id in completed:
+            state = self.pending.pop(unit_id)
+            self._writes.append(self._pool.submit(self._write_marker, unit_id, state))
+        return completed
 
     def finish(self) -> list[UnitMarker]:
-        """Wait for every write; raises if a unit never completed (rows lost) or a write failed."""
+        """Wait for every marker; raises if a unit never completed (rows lost) or a write failed."""
         self._pool.shutdown(wait=True)
-        self.markers.extend(f.result() for f in self._writes)
+        markers = [f.result() for f in self._writes]
         if self.pending:
             raise RuntimeError(f"units left incomplete: {sorted(self.pending)}")
-        return self.markers
+        return markers
 
-    def _write_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> UnitMarker:
-        rows.sort(key=lambda r: (r["sample_index"], r["clip_index"], r["key"]))
-        clips = [r for r in rows if r["row_kind"] == "clip"]
-        errors = [r for r in rows if r["row_kind"] == "error"]
-        latents = [
-            latent_from_bytes(r["latent"], r["latent_shape"], r["latent_dtype"]) for r in clips
-        ]
-        latent_kind = str(self.file_metadata.get("latent_kind", ""))
-        latent_table = pa.Table.from_pylist(
-            [{**_pick(r, LATENT_SCHEMA), "latent_kind": latent_kind} for r in clips],
-            schema=LATENT_SCHEMA,
-        )
-        error_table = pa.Table.from_pylist(
-            [_pick(r, ERROR_SCHEMA) for r in errors], schema=ERROR_SCHEMA
-        )
-        meta = {**self.file_metadata, "unit_id": unit_id}
-        write_parquet(latents_uri(self.output, unit_id), latent_table, meta, self.storage)
-        write_parquet(errors_uri(self.output, unit_id), error_table, meta, self.storage)
-        unit = self.units[unit_id]
+    def _write_marker(self, unit_id: str, state: _Progress) -> UnitMarker:
+        errors = sum(state.reasons.values())
         marker = UnitMarker(
             unit_id=unit_id,
-            sources=unit.sources(),
+            sources=self.units[unit_id].sources(),
             settings_hash=self.settings_hash,
-            samples=len({r["sample_index"] for r in rows}),
-            clips=len(clips),
-            errors=len(errors),
-            errors_by_reason=dict(Counter(r["reason"] for r in errors)),
-            sums=channel_sums(latents),
+            samples=len(state.expected),
+            clips=state.clips,
+            errors=errors,
+            errors_by_reason=dict(sorted(state.reasons.items())),
+            sums=state.sums,
+            latent_files=sorted(state.latent_files),
+            error_files=sorted(state.error_files),
         )
         write_marker(self.output, marker, self.storage)  # last: the unit counts as done only now
         log.info("unit %s: %d clips, %d errors", unit_id, marker.clips, marker.errors)
         return marker
-
-
-def _pick(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
-    return {name: row.get(name) for name in schema.names}

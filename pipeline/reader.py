@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.manifest import LATENTS_DIR, STATS_FILE
+from pipeline.manifest import STATS_FILE, committed_files
 from pipeline.records import latent_from_bytes, read_file_metadata
 from pipeline.storage import StorageSettings, join_uri, open_fs
 
@@ -37,15 +37,11 @@ META_COLUMNS = (
 
 
 def list_shards(prefix: str, storage: StorageSettings) -> list[str]:
-    """The latent Parquet files under an output prefix, as URIs, sorted."""
-    fs, path = open_fs(join_uri(prefix, LATENTS_DIR), storage)
-    try:
-        names = fs.ls(path, detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    return sorted(
-        join_uri(prefix, LATENTS_DIR, n.rsplit("/", 1)[-1]) for n in names if n.endswith(".parquet")
-    )
+    """The committed latent Parquet files under an output prefix (those the manifest lists), sorted.
+
+    A job in progress, or one interrupted, leaves parts of unfinished units in `latents/`; they
+    are not read."""
+    return committed_files(prefix, storage)
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -186,9 +186,11 @@ def read_file_metadata(schema: pa.Schema) -> dict[str, str]:
 
 def write_parquet(
     uri: str, table: pa.Table, metadata: Mapping[str, Any], storage: StorageSettings
-) -> None:
-    """Write `table` with `wfvae.*` metadata to `uri` atomically."""
+) -> int:
+    """Write `table` with `wfvae.*` metadata to `uri` atomically; return the bytes written."""
     table = table.replace_schema_metadata(file_metadata(metadata))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    atomic_write(uri, buffer.getvalue(), storage)
+    data = buffer.getvalue()
+    atomic_write(uri, data, storage)
+    return len(data)

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.compute as pc
@@ -25,10 +25,13 @@ from pipeline.manifest import (
     remove_orphans,
     stats_uri,
     summary_uri,
+    write_index,
     write_json,
 )
+from pipeline.parts import write_parts
+from pipeline.progress import BOARD_TIMEOUT_S, EtaLog, StageCounts, create_board, watched
 from pipeline.settings import PipelineSettings
-from pipeline.sources import WorkUnit, group_items, list_sources
+from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
 from pipeline.stages import EncodeStage, read_and_decode
 from pipeline.storage import expand_inputs
 
@@ -39,6 +42,8 @@ __all__ = [
     "RunPlan",
     "RunSummary",
     "build_dataset",
+    "encoder_strategy",
+    "side_concurrency",
     "latent_stats",
     "plan_run",
     "run_pipeline",
@@ -63,6 +68,15 @@ class RunSummary(BaseModel):
         description="seconds until the first encoded block reached the driver (start-up)",
     )
     first_result_clips: int = Field(default=0, description="clips in that first block")
+    bytes_written: int = Field(default=0, description="Parquet bytes the workers wrote")
+    cpu_seconds: float = Field(
+        default=0.0, description="CPU time of the stages' calls (read, encode, write) and driver"
+    )
+    gpu_seconds: float = Field(
+        default=0.0, description="busy time of the encoder actors on GPUs (their model calls)"
+    )
+    cpu_seconds_per_1000_clips: float | None = None
+    gpu_seconds_per_1000_clips: float | None = None
 
     def steady_clips_per_s(self) -> float | None:
         """Clips/s after start-up (actor spawn, model load, first batch): the rate a long job sees."""
@@ -123,7 +137,10 @@ class RunPlan:
 def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
     uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
-    tars, items = list_sources(uris, settings.storage)
+    own = settings.output.rstrip("/") + "/"  # an input folder holding the output: not its parts
+    tars, items = list_sources([u for u in uris if not u.startswith(own)], settings.storage)
+    if not tars and not items:  # a mistyped prefix must not look like a finished job
+        raise NoInputsError(settings.inputs + settings.input_lists)
     current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
     markers = load_markers(settings.output, settings.storage)
     settings_hash = settings.output_hash(model_id)
@@ -140,7 +157,7 @@ def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
             log.info("unit %s has changed sources; it will be rewritten", marker.unit_id)
             delete_unit(settings.output, marker.unit_id, settings.storage)
             del markers[marker.unit_id]
-    remove_orphans(settings.output, set(markers), settings.storage)
+    remove_orphans(settings.output, markers, settings.storage)
     done = set().union(*(m.done_sources() for m in markers.values())) if markers else set()
     pending_tars = [t for t in tars if f"{t.shard}@{t.version}" not in done]
     pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
@@ -156,19 +173,49 @@ def _ray_init(settings: PipelineSettings) -> None:
         ray.init(address=settings.ray_address, log_to_driver=False)
 
 
-def _cluster_has_gpus() -> bool:
+def _cluster_gpus() -> float:
     import ray
 
-    return ray.cluster_resources().get("GPU", 0) > 0
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def side_concurrency(settings: PipelineSettings, cluster_cpus: float, encoders: int) -> int:
+    """Default cap on read (and write) tasks at once: the CPUs the encoders leave, at least 1."""
+    return max(1, int(cluster_cpus - encoders * settings.encoder_num_cpus))
+
+
+def encoder_strategy(pool: tuple[int, int]) -> Any:  # ray.data.ActorPoolStrategy
+    """A fixed pool, or one Ray Data scales between the two sizes as the work queue asks."""
+    import ray
+
+    low, high = pool
+    if low == high:
+        return ray.data.ActorPoolStrategy(size=low)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
 def build_dataset(
-    settings: PipelineSettings, units: list[WorkUnit], encoder: EncoderSettings, gpus: bool
+    settings: PipelineSettings,
+    units: list[WorkUnit],
+    encoder: EncoderSettings,
+    gpus: float,
+    file_metadata: dict[str, Any],
+    board: Any = None,
+    cluster_cpus: float = 1.0,
 ) -> Any:  # ray.data.Dataset
-    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> encoded rows."""
+    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> (write Parquet
+    parts in tasks) -> one small record per part, the only thing the driver receives."""
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
+    pool = settings.encoder_pool(gpus)
+    side = side_concurrency(settings, cluster_cpus, pool[1])
+    log.info(
+        "encoders: %s; read and write tasks at once: %d and %d",
+        f"{pool[0]}" if pool[0] == pool[1] else f"{pool[0]}-{pool[1]} (autoscaling)",
+        settings.read_concurrency or side,
+        settings.write_concurrency or side,
+    )
     dataset = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
     # The read stage reserves memory (the encoder a GPU where there is one), so Ray keeps the two
     # as separate operators: decoding runs in its own tasks, overlapped with the encoder actors,
@@ -182,12 +229,13 @@ def build_dataset(
             "clip_settings": settings.clips.model_dump(mode="json"),
             "model_id": encoder.model_id,
             "latent_kind": encoder.latent_kind,
+            "board": board,
         },
-        compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency),
+        compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency or side),
         num_cpus=settings.read_num_cpus,
         memory=settings.read_memory_bytes,
     )
-    return dataset.map_batches(
+    dataset = dataset.map_batches(
         EncodeStage,
         batch_size=settings.batch_size,
         batch_format="pyarrow",
@@ -195,11 +243,70 @@ def build_dataset(
             "encoder": encoder.model_dump(mode="json"),
             "batch_size": settings.batch_size,
             "latent_dtype": settings.latent_dtype,
+            "board": board,
         },
-        compute=ray.data.ActorPoolStrategy(size=settings.concurrency),
+        compute=encoder_strategy(pool),
         num_cpus=settings.encoder_num_cpus,
         **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
     )
+    # Latents go from the encoders to these tasks through the object store, and from them to
+    # storage: never through the driver. Batches of many rows keep part files few and large.
+    return dataset.map_batches(
+        write_parts,
+        batch_size=settings.write_batch_rows,
+        batch_format="pyarrow",
+        fn_kwargs={
+            "output": settings.output,
+            "storage": settings.storage.model_dump(mode="json"),
+            "file_metadata": file_metadata,
+            "board": board,
+        },
+        compute=ray.data.TaskPoolStrategy(size=settings.write_concurrency or side),
+        num_cpus=settings.write_num_cpus,
+    )
+
+
+@dataclass
+class _Execution:
+    """What streaming the units through the cluster told the driver, besides the markers."""
+
+    first_result_s: float | None = None
+    first_result_clips: int = 0
+    counts: StageCounts = field(default_factory=StageCounts)
+
+
+def _execute(
+    settings: PipelineSettings,
+    units: list[WorkUnit],
+    encoder: EncoderSettings,
+    gpus: float,
+    file_metadata: dict[str, Any],
+    committer: UnitCommitter,
+    start: float,
+) -> _Execution:
+    """Run the dataset, feeding the part records to `committer`, under the stall watchdog."""
+    import ray
+
+    board = create_board()
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    dataset = build_dataset(
+        settings, units, encoder, gpus, file_metadata, board=board, cluster_cpus=cpus
+    )
+    blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+    eta = EtaLog(len(units))
+    execution = _Execution()
+    clips_done = 0
+    for block in watched(blocks, board, len(units), settings.stall_timeout_s):
+        block_clips = pc.sum(block.column("clips")).as_py() or 0
+        if execution.first_result_s is None:
+            execution.first_result_s = time.perf_counter() - start
+            execution.first_result_clips = block_clips
+        clips_done += block_clips
+        if committer.add(block):
+            eta.update(committer.committed, clips_done)
+    execution.counts = ray.get(board.snapshot.remote(), timeout=BOARD_TIMEOUT_S)
+    log.debug("ray data stats:\n%s", dataset.stats())
+    return execution
 
 
 def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
@@ -215,7 +322,7 @@ def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
 
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
     """Encode every new input under `settings` into Parquet latent shards; return the summary."""
-    start = time.perf_counter()
+    start, driver_cpu = time.perf_counter(), time.process_time()
     model_id = settings.encoder.model_id or model_identity(settings.encoder.source)
     encoder = settings.encoder.model_copy(update={"model_id": model_id})
     # Load once on the driver (CPU): fails fast on a bad model and gives the files' metadata.
@@ -226,11 +333,11 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
     del probe
     plan = plan_run(settings, model_id)
     log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
-    gpus = False
+    gpus = 0.0
     if plan.units:
         _ray_init(settings)
-        gpus = _cluster_has_gpus()
-    encode_dtype = _encode_dtype(encoder, gpus)
+        gpus = _cluster_gpus()
+    encode_dtype = _encode_dtype(encoder, gpus > 0)
     if not gpus:  # the actors encode in the dtype the metadata names (decided here, once)
         encoder = encoder.model_copy(update={"dtype": encode_dtype.name})
     file_metadata = {
@@ -242,24 +349,24 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         "clip_settings": settings.clips.model_dump(mode="json"),
     }
     committer = UnitCommitter(
-        settings.output, settings.storage, plan.units, file_metadata, settings.output_hash(model_id)
+        settings.output, settings.storage, plan.units, settings.output_hash(model_id)
     )
-    first_result: float | None = None
-    first_clips = 0
+    execution = _Execution()
     if plan.units:
-        dataset = build_dataset(settings, plan.units, encoder, gpus)
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if first_result is None:
-                first_result = time.perf_counter() - start
-                first_clips = pc.sum(pc.equal(block.column("row_kind"), "clip")).as_py() or 0
-            committer.add(block)
-        log.debug("ray data stats:\n%s", dataset.stats())
+        execution = _execute(settings, plan.units, encoder, gpus, file_metadata, committer, start)
     new_markers = committer.finish()
+    if new_markers:
+        finished = {**plan.finished, **{m.unit_id: m for m in new_markers}}
+        # parts of a write retried with other rows: committed units list the kept ones
+        remove_orphans(settings.output, finished, settings.storage)
+        write_index(settings.output, finished, settings.storage)
     seconds = time.perf_counter() - start
     reasons: Counter[str] = Counter()
     for marker in new_markers:
         reasons.update(marker.errors_by_reason)
     clips = sum(m.clips for m in new_markers)
+    counts = execution.counts
+    cpu_seconds = counts.cpu_s + time.process_time() - driver_cpu
     summary = RunSummary(
         output=settings.output,
         units_total=len(plan.units) + plan.skipped,
@@ -271,8 +378,13 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         errors_by_reason=dict(sorted(reasons.items())),
         seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
-        first_result_s=first_result,
-        first_result_clips=first_clips,
+        first_result_s=execution.first_result_s,
+        first_result_clips=execution.first_result_clips,
+        bytes_written=counts.bytes_written,
+        cpu_seconds=cpu_seconds,
+        gpu_seconds=counts.gpu_s,
+        cpu_seconds_per_1000_clips=1000 * cpu_seconds / clips if clips else None,
+        gpu_seconds_per_1000_clips=1000 * counts.gpu_s / clips if clips else None,
     )
     all_markers = list(plan.finished.values()) + new_markers
     stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.media import ClipSettings
@@ -16,6 +17,8 @@ from pipeline.encoding import EncoderSettings
 from pipeline.storage import StorageSettings
 
 __all__ = ["PipelineSettings", "load_settings"]
+
+CONCURRENCY = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")  # "4" or "2-8"
 
 
 class PipelineSettings(BaseSettings):
@@ -46,21 +49,72 @@ class PipelineSettings(BaseSettings):
         default=64, ge=1, description="plain video files per work unit (one output file each)"
     )
     batch_size: int = Field(default=8, ge=1, description="clips per encoder call")
-    concurrency: int = Field(default=1, ge=1, description="encoder actors")
+    concurrency: int | str | None = Field(
+        default=None,
+        description="encoder actors: a number (4), or a range (2-8) within which Ray Data scales "
+        "the pool; default: one per GPU on a GPU cluster, else 1",
+    )
     encoder_num_cpus: float = Field(
         default=1.0, gt=0, description="CPUs reserved per encoder actor"
     )
     read_concurrency: int | None = Field(
-        default=None, ge=1, description="at most this many read/decode tasks at once"
+        default=None,
+        ge=1,
+        description="at most this many read/decode tasks at once; default: the cluster's CPUs "
+        "less those the encoders reserve, at least 1",
     )
-    read_num_cpus: float = Field(default=1.0, gt=0, description="CPUs per read/decode task")
+    read_num_cpus: float = Field(
+        default=0.0,
+        ge=0,
+        description="CPUs reserved per read/decode task; 0: none, so an encoder restarted after "
+        "a node loss can never take the CPU reads need (read_concurrency caps them instead)",
+    )
     read_memory_bytes: int = Field(
         default=512 * 2**20,
         gt=0,
         description="memory reserved per read/decode task (a video's bytes and its clips' frames)",
     )
+    write_batch_rows: int = Field(
+        default=256,
+        ge=1,
+        description="rows per write task, so at most this many clips per Parquet part file",
+    )
+    write_concurrency: int | None = Field(
+        default=None, ge=1, description="at most this many write tasks at once; default as reads"
+    )
+    write_num_cpus: float = Field(
+        default=0.0, ge=0, description="CPUs reserved per write task (0: as reads, none)"
+    )
+    stall_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="stop the job (exit 4) when no stage finishes a block for this long",
+    )
     ray_address: str | None = Field(default=None, description="cluster to join; default: local")
     progress_bars: bool = True
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _parse_concurrency(cls, value: object) -> int | str | None:
+        if value is None:
+            return None
+        match = CONCURRENCY.match(str(value))
+        if isinstance(value, bool) or match is None:
+            raise ValueError(f"concurrency must be a number (4) or a range (2-8), got {value!r}")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if low < 1 or high < low:
+            raise ValueError(f"concurrency {value!r}: need 1 <= smallest <= largest")
+        return low if low == high else f"{low}-{high}"
+
+    def encoder_pool(self, cluster_gpus: float) -> tuple[int, int]:
+        """(smallest, largest) number of encoder actors; one per GPU present by default."""
+        if self.concurrency is None:
+            size = max(1, int(cluster_gpus))
+            return size, size
+        if isinstance(self.concurrency, int):
+            return self.concurrency, self.concurrency
+        low, high = self.concurrency.split("-")
+        return int(low), int(high)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineSettings:

@@ -8,10 +8,14 @@ import logging
 import posixpath
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.storage import (
+    TABLE_EXTENSIONS,
+    TAR_EXTENSIONS,
+    VIDEO_EXTENSIONS,
     StorageSettings,
     file_version,
     full_uri,
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Item",
+    "NoInputsError",
     "Sample",
     "SampleError",
     "WorkUnit",
@@ -34,13 +39,24 @@ __all__ = [
     "list_sources",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
-TAR_EXTENSIONS = (".tar",)
-TABLE_EXTENSIONS = (".csv", ".parquet", ".tsv")
 URI_COLUMNS = ("uri", "url", "contentUrl", "path", "video", "video_path")
 CAPTION_COLUMNS = ("caption", "text", "name", "title")
 KEY_COLUMNS = ("key", "videoid", "id")
+HEAD_THREADS = 16  # concurrent HEADs where a folder is not listed
+LIST_FOLDER_FROM = 8  # files named in one folder from which listing it beats a HEAD each
 TAR_READ_BLOCK = 8 * 2**20  # bytes fetched per request while streaming a tar from object storage
+
+
+class NoInputsError(ValueError):
+    """The inputs named nothing to encode: no shard, video or table matched them."""
+
+    def __init__(self, inputs: list[str]) -> None:
+        super().__init__(
+            f"no input matched {inputs}: no tar shard, video file or table of URIs there "
+            f"(a folder stands for the files under it ending in "
+            f"{', '.join(TAR_EXTENSIONS + TABLE_EXTENSIONS + VIDEO_EXTENSIONS)})"
+        )
+        self.inputs = inputs
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,35 @@ def _info(uri: str, storage: StorageSettings) -> dict[str, Any]:
     return fs.info(path)
 
 
+def _infos(uris: list[str], storage: StorageSettings) -> dict[str, dict[str, Any]]:
+    """fsspec `info()` of each URI: a folder holding many of them is listed once (one LIST per
+    1,000 objects on S3) instead of one HEAD per file, one after another.
+
+    A listing is trusted only if it gives the version a HEAD gives (on a versioned S3 bucket a
+    HEAD has the VersionId and a LIST not): a changed version would redo finished units."""
+    by_folder: dict[str, list[str]] = {}
+    for uri in uris:
+        by_folder.setdefault(posixpath.dirname(uri), []).append(uri)
+    infos: dict[str, dict[str, Any]] = {}
+    for folder, members in by_folder.items():
+        if len(members) >= LIST_FOLDER_FROM:
+            fs, path = open_fs(folder or ".", storage)
+            try:
+                listed = fs.ls(path, detail=True, refresh=True)
+            except FileNotFoundError:
+                listed = []
+            by_uri = {full_uri(fs, entry["name"]): entry for entry in listed}
+            probe = members[0]
+            if probe in by_uri:
+                head = infos[probe] = _info(probe, storage)
+                if file_version(head) == file_version(by_uri[probe]):
+                    infos.update({uri: by_uri[uri] for uri in members if uri in by_uri})
+        missing = [uri for uri in members if uri not in infos]
+        with ThreadPoolExecutor(HEAD_THREADS) as pool:  # raises for a file that is not there
+            infos.update(zip(missing, pool.map(lambda u: _info(u, storage), missing), strict=True))
+    return infos
+
+
 def _sidecar_captions(video_uris: list[str], storage: StorageSettings) -> dict[str, str]:
     """Caption text from `{stem}.txt` beside each video, listing each folder once."""
     captions: dict[str, str] = {}
@@ -203,16 +248,21 @@ def list_sources(uris: list[str], storage: StorageSettings) -> tuple[list[WorkUn
     tars: list[WorkUnit] = []
     loose: list[Item] = []
     videos: list[tuple[str, dict[str, Any]]] = []
+    infos = _infos(
+        [u for u in uris if u.lower().endswith(TAR_EXTENSIONS + VIDEO_EXTENSIONS)], storage
+    )
     for uri in uris:
         lower = uri.lower()
         if lower.endswith(TAR_EXTENSIONS):
-            tars.append(_tar_unit(uri, _info(uri, storage)))
+            tars.append(_tar_unit(uri, infos[uri]))
         elif lower.endswith(TABLE_EXTENSIONS):
             loose.extend(_table_items(uri, storage))
         elif lower.endswith(VIDEO_EXTENSIONS):
-            videos.append((uri, _info(uri, storage)))
+            videos.append((uri, infos[uri]))
         else:
             log.warning("skipping input of unknown kind: %s", uri)
+    listed = {item.uri for item in loose}  # a table's videos, found again under a folder
+    videos = [(uri, info) for uri, info in videos if uri not in listed]
     captions = _sidecar_captions([uri for uri, _ in videos], storage)
     for uri, info in videos:
         loose.append(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import pyarrow as pa
 from model.errors import WFVAEError
 from model.media import ClipSettings, error_reason, sample_clips
 from pipeline.encoding import ClipEncoder, EncoderSettings
+from pipeline.progress import ENCODE, READ, report
 from pipeline.records import (
     ENCODED_SCHEMA,
     TRANSIT_SCHEMA,
@@ -142,26 +145,57 @@ def read_and_decode(
     clip_settings: dict[str, Any],
     model_id: str,
     latent_kind: str,
+    board: Any = None,
 ) -> Iterator[pa.Table]:
-    """Ray `map_batches` UDF over a batch of work units (one row each)."""
+    """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`."""
     storage_settings = StorageSettings.model_validate(storage)
     clip = ClipSettings.model_validate(clip_settings)
     for row in batch.to_pylist():
         unit = WorkUnit.from_row(row)
-        yield from unit_rows(unit, storage_settings, clip, model_id, latent_kind)
+        started = time.process_time()
+        for table in unit_rows(unit, storage_settings, clip, model_id, latent_kind):
+            cpu_s, started = time.process_time() - started, time.process_time()
+            kinds = table.column("row_kind").to_pylist()
+            reasons = [
+                f"{s}:{r}"
+                for k, s, r in zip(
+                    kinds,
+                    table.column("stage").to_pylist(),
+                    table.column("reason").to_pylist(),
+                    strict=True,
+                )
+                if k == "error"
+            ]
+            report(
+                board,
+                READ,
+                units_read=kinds.count("unit_end"),
+                rows_read=len(kinds),
+                clips_read=kinds.count("clip"),
+                errors=dict(Counter(reasons)),
+                cpu_s=cpu_s,
+            )
+            yield table
+            started = time.process_time()  # not the time the consumer held the generator
 
 
 class EncodeStage:
     """Ray `map_batches` callable class: loads the model once per actor, encodes clip rows."""
 
     def __init__(
-        self, encoder: dict[str, Any], batch_size: int, latent_dtype: str = "float32"
+        self,
+        encoder: dict[str, Any],
+        batch_size: int,
+        latent_dtype: str = "float32",
+        board: Any = None,
     ) -> None:
         self.encoder = ClipEncoder.from_settings(EncoderSettings.model_validate(encoder))
         self.batch_size = batch_size
         self.latent_dtype = latent_dtype
+        self.board = board
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        cpu_started, wall_started = time.process_time(), time.perf_counter()
         kinds = batch.column("row_kind").to_pylist()
         shapes = batch.column("frames_shape").to_pylist()
         keys = batch.column("key").to_pylist()
@@ -200,6 +234,16 @@ class EncodeStage:
         out = out.append_column("latent_shape", pa.array(latent_shapes, pa.list_(pa.int32())))
         dtypes = [self.latent_dtype if z is not None else "" for z in latents]
         out = out.append_column("latent_dtype", pa.array(dtypes, pa.string()))
+        on_gpu = self.encoder.device.type == "cuda"
+        report(
+            self.board,
+            ENCODE,
+            cpu_s=time.process_time() - cpu_started,
+            gpu_s=time.perf_counter() - wall_started if on_gpu else 0.0,
+            rows_encoded=batch.num_rows,
+            clips_encoded=sum(z is not None for z in latents),
+            errors=dict(Counter(f"encode:{reason}" for reason, _ in failures.values())),
+        )
         return out.cast(ENCODED_SCHEMA)
 
 

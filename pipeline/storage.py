@@ -1,4 +1,4 @@
-"""Object storage through fsspec: filesystems, input expansion (globs, brace ranges, lists), atomic writes."""
+"""Object storage through fsspec: filesystems, input expansion (globs, brace ranges, folders, lists), atomic writes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ __all__ = [
     "atomic_write",
     "expand_braces",
     "expand_inputs",
+    "expand_folder",
     "file_version",
     "full_uri",
     "is_local",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 GLOB_CHARS = re.compile(r"[*?\[]")
+# The input kinds, by file ending (pipeline.sources reads them). A folder given as input stands
+# for the files under it with these endings; sidecar captions are found beside their videos.
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+TAR_EXTENSIONS = (".tar",)
+TABLE_EXTENSIONS = (".csv", ".parquet", ".tsv")
+INPUT_SUFFIXES = TAR_EXTENSIONS + TABLE_EXTENSIONS + VIDEO_EXTENSIONS
 BRACE = re.compile(r"\{([^{}]*)\}")
 NUMERIC_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 S3_PROTOCOLS = ("s3", "s3a")
@@ -163,10 +170,34 @@ def read_input_list(uri: str, storage: StorageSettings) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def _maybe_folder(uri: str, storage: StorageSettings) -> bool:
+    """A trailing slash, or no input file ending and a folder (prefix) there: one lookup at most."""
+    if uri.endswith("/"):
+        return True
+    if uri.lower().endswith(INPUT_SUFFIXES):
+        return False  # a file by its name: no request (brace ranges may name 100,000 of them)
+    fs, path = open_fs(uri, storage)
+    return bool(fs.isdir(path))
+
+
+def expand_folder(uri: str, storage: StorageSettings) -> list[str]:
+    """Every input file (tar shards, videos, tables of URIs) under a folder or prefix, sorted."""
+    fs, path = open_fs(uri.rstrip("/") or uri, storage)
+    fs.invalidate_cache()
+    try:
+        names = fs.find(path)
+    except FileNotFoundError:
+        return []
+    return sorted(full_uri(fs, name) for name in names if name.lower().endswith(INPUT_SUFFIXES))
+
+
 def expand_inputs(
     inputs: list[str], storage: StorageSettings, input_lists: list[str] | tuple[str, ...] = ()
 ) -> list[str]:
-    """Every input URI, in order, with braces and globs expanded and list files read."""
+    """Every input URI, in order: braces and globs expanded, folders listed, list files read.
+
+    A folder or prefix (`s3://bucket/webvid/`, a local directory) stands for every input file
+    under it, at any depth, as Ray Data's readers take a folder."""
     patterns = list(inputs)
     for list_uri in input_lists:
         patterns.extend(read_input_list(list_uri, storage))
@@ -178,6 +209,8 @@ def expand_inputs(
                 fs.invalidate_cache()  # fsspec instances are cached, listings with them
                 for hit in sorted(fs.glob(path)):
                     found[full_uri(fs, hit)] = None
+            elif _maybe_folder(candidate, storage):
+                found.update(dict.fromkeys(expand_folder(candidate, storage)))
             else:
                 found[normalize_uri(candidate)] = None
     return list(found)

@@ -23,7 +23,7 @@ from test_pipeline_run import (
 )
 
 from pipeline.encoding import ClipEncoder
-from pipeline.manifest import load_markers
+from pipeline.manifest import INDEX_FILE, load_markers
 from pipeline.run import run_pipeline
 from pipeline.settings import load_settings
 from pipeline.sources import TAR_READ_BLOCK, Sample, iter_tar_samples, list_sources
@@ -127,8 +127,10 @@ def test_run_accounts_for_every_input_and_matches_in_process_encoding(
     assert summary.clips == len(latents) == sum(v == "ok" for v in expected.values())
     assert {r["source_uri"].split("://")[0] for r in latents} == {"gs"}
     fs, folder = open_fs(f"{settings.output}/latents", settings.storage)
-    written = {n.rsplit("/", 1)[-1].removesuffix(".parquet") for n in fs.ls(folder, detail=False)}
-    assert set(load_markers(settings.output, settings.storage)) == written
+    written = {n.rsplit("/", 1)[-1] for n in fs.ls(folder, detail=False)}
+    markers = load_markers(settings.output, settings.storage)
+    assert len(markers) == 4  # every part file is listed by its unit's marker, and no other
+    assert written == {name for m in markers.values() for name in m.files("latents")}
     encoder = ClipEncoder(dtype="float32", device="cpu")
     media = {key: corpus.media[name] for key, name in MEDIUM.items()}
     worst = largest_difference_from_in_process(latents, media, settings.clips, encoder)
@@ -148,7 +150,7 @@ def test_rerun_skips_finished_units_and_redoes_a_rewritten_shard(
         return {
             p: str(info["generation"])
             for p, info in fs.find(out, detail=True).items()
-            if "/_manifest/" in p or "/latents/" in p
+            if ("/_manifest/" in p or "/latents/" in p) and not p.endswith(INDEX_FILE)
         }
 
     before = generations()

@@ -97,7 +97,12 @@ def test_driver_killed_midway_then_rerun_ends_with_the_same_rows(
 
     reference, _ = reference_run
     settings = reference.model_copy(
-        update={"output": "s3://videos/out/driver-killed", "read_concurrency": 1}
+        # small write batches, so that units commit one by one and the kill finds some done
+        update={
+            "output": "s3://videos/out/driver-killed",
+            "read_concurrency": 1,
+            "write_batch_rows": 2,
+        }
     )
     config = tmp_path / "run.json"
     config.write_text(

@@ -49,7 +49,9 @@ def test_output_hash_tracks_what_changes_the_rows() -> None:
     assert base.output_hash("m") != base.output_hash("other-model")
     changed = base.model_copy(update={"clips": base.clips.model_copy(update={"height": 128})})
     assert changed.output_hash("m") != base.output_hash("m")
-    bf16 = base.model_copy(update={"encoder": base.encoder.model_copy(update={"dtype": "bfloat16"})})
+    bf16 = base.model_copy(
+        update={"encoder": base.encoder.model_copy(update={"dtype": "bfloat16"})}
+    )
     assert bf16.output_hash("m") != base.output_hash("m")
     cpus = base.model_copy(update={"encoder_num_cpus": 2, "batch_size": 16})
     assert cpus.output_hash("m") == base.output_hash("m")
@@ -67,3 +69,37 @@ def test_output_hash_tracks_what_changes_the_rows() -> None:
 def test_bad_settings_are_refused(values: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValidationError):
         PipelineSettings(**values)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored", "pool"),
+    [
+        (None, None, (4, 4)),
+        (3, 3, (3, 3)),
+        ("5", 5, (5, 5)),
+        ("2-8", "2-8", (2, 8)),
+        (" 2 - 2 ", 2, (2, 2)),
+    ],
+)
+def test_concurrency_is_a_size_or_a_range_and_defaults_to_one_encoder_per_gpu(
+    given: object, stored: object, pool: tuple[int, int]
+) -> None:
+    settings = PipelineSettings(inputs=["x.tar"], output="out", concurrency=given)
+    assert settings.concurrency == stored
+    assert settings.encoder_pool(cluster_gpus=4.0) == pool
+    assert PipelineSettings(inputs=["x.tar"], output="out").encoder_pool(0.0) == (1, 1)  # CPUs
+
+
+@pytest.mark.parametrize("bad", ["0", "8-2", "two", "2-", "-3", 0])
+def test_bad_concurrency_is_refused_with_the_forms_it_takes(bad: object) -> None:
+    with pytest.raises(ValidationError, match="concurrency"):
+        PipelineSettings(inputs=["x.tar"], output="out", concurrency=bad)
+
+
+def test_a_range_becomes_ray_datas_autoscaling_actor_pool() -> None:
+    from pipeline.run import encoder_strategy
+
+    scaling = encoder_strategy((2, 8))
+    assert (scaling.min_size, scaling.max_size) == (2, 8)
+    fixed = encoder_strategy((3, 3))
+    assert (fixed.min_size, fixed.max_size) == (3, 3)

@@ -1,0 +1,222 @@
+"""Stage progress: what each stage reports, the stall watchdog that reads it, and the stages' Ray metrics.
+
+Every stage reports the rows it finished to a small actor (`ProgressBoard`, on the driver's node,
+no CPU) and to Ray metrics counters (`ray.util.metrics`, exported to Prometheus and the Ray
+dashboard as `wfvae_pipeline_*`). The driver's watchdog reads the board: when nothing moved,
+no block done at any stage, for `stall_timeout_s`, the job stops with `PipelineStalledError`
+naming the stage that holds the work, instead of waiting forever (Ray Data can hang, for
+instance ray-project/ray#45822 and #62746, and a storage read can block).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EtaLog",
+    "PipelineStalledError",
+    "ProgressBoard",
+    "StageCounts",
+    "create_board",
+    "report",
+    "stalled_stage",
+    "watched",
+]
+
+READ, ENCODE, WRITE = "read_and_decode", "encode", "write_parts"
+BOARD_TIMEOUT_S = 10.0  # a board that does not answer counts as no progress, not as a failure
+_DONE = object()
+
+
+class StageCounts(BaseModel):
+    """Rows (clip, error and unit-end rows) each stage has finished, and units fully read."""
+
+    units_read: int = 0
+    rows_read: int = 0
+    clips_read: int = 0
+    rows_encoded: int = 0
+    clips_encoded: int = 0
+    rows_written: int = 0
+    clips_written: int = 0
+    errors: dict[str, int] = {}  # "stage:reason" -> rows
+    bytes_written: int = 0
+    cpu_s: float = 0.0  # CPU time of the stages' calls (their processes, every thread)
+    gpu_s: float = 0.0  # wall time of the encoders' model calls on a GPU
+
+
+class PipelineStalledError(RuntimeError):
+    """No stage finished a block for `stall_timeout_s`: the job stops instead of hanging."""
+
+    def __init__(self, stage: str, seconds: float, counts: StageCounts, units: int) -> None:
+        super().__init__(
+            f"stage {stage} stalled: no block finished at any stage for {seconds:.0f} s "
+            f"(units read {counts.units_read}/{units}, rows read {counts.rows_read}, encoded "
+            f"{counts.rows_encoded}, written {counts.rows_written}); committed units are kept, "
+            "rerun to finish the rest"
+        )
+        self.stage = stage
+
+
+class ProgressBoard:
+    """The counters every stage adds to (a Ray actor: `create_board`)."""
+
+    def __init__(self) -> None:
+        self.counts = StageCounts()
+
+    def add(self, **counts: Any) -> None:
+        for name, value in counts.items():
+            if name == "errors":
+                for reason, n in value.items():
+                    self.counts.errors[reason] = self.counts.errors.get(reason, 0) + n
+            else:
+                setattr(self.counts, name, getattr(self.counts, name) + value)
+
+    def snapshot(self) -> StageCounts:
+        return self.counts.model_copy(deep=True)
+
+
+def create_board() -> Any:  # ray.actor.ActorHandle
+    """A ProgressBoard actor on this (the driver's) node, holding no CPU."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(ProgressBoard).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metric(name: str, description: str, tags: tuple[str, ...] = ()) -> Any:
+    if name not in _METRICS:
+        from ray.util.metrics import Counter
+
+        _METRICS[name] = Counter(f"wfvae_pipeline_{name}", description, tag_keys=tags)
+    return _METRICS[name]
+
+
+def report(board: Any, stage: str, **counts: Any) -> None:
+    """Add a stage's finished work to the board (fire and forget) and to its Ray metrics."""
+    if board is not None:
+        board.add.remote(**counts)
+    try:
+        for name in ("clips_read", "clips_encoded", "clips_written", "bytes_written", "cpu_s"):
+            if counts.get(name):
+                _metric(name, f"{name.replace('_', ' ')} by the pipeline", ("stage",)).inc(
+                    counts[name], tags={"stage": stage}
+                )
+        for key, n in counts.get("errors", {}).items():
+            where, _, reason = key.partition(":")
+            errors = _metric("errors", "error rows, by stage and reason", ("stage", "reason"))
+            errors.inc(n, tags={"stage": where, "reason": reason})
+    except Exception as error:  # metrics are best effort (outside a Ray worker, say)
+        log.debug("metrics not recorded for %s: %s", stage, error)
+
+
+class EtaLog:
+    """Logs the units committed, the rate and an ETA, once `after_units` are done and then at
+    most every `every_s` (the rate over the units committed so far, from the job's start)."""
+
+    def __init__(
+        self,
+        total_units: int,
+        after_units: int = 3,
+        every_s: float = 30.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.total = total_units
+        self.after_units = after_units
+        self.every_s = every_s
+        self.clock = clock
+        self.started = clock()
+        self.last: float | None = None
+
+    def update(self, done: int, clips: int) -> str | None:
+        """Call as units commit; returns the line it logged, if any."""
+        now = self.clock()
+        if done < min(self.after_units, self.total) or done == 0:
+            return None
+        if self.last is not None and now - self.last < self.every_s and done < self.total:
+            return None
+        self.last = now
+        elapsed = now - self.started
+        remaining = elapsed / done * (self.total - done)
+        line = (
+            f"{done}/{self.total} units committed ({done / self.total:.0%}), {clips} clips, "
+            f"{clips / elapsed if elapsed > 0 else 0.0:.1f} clips/s; ETA {_duration(remaining)}"
+        )
+        log.info("progress: %s", line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def stalled_stage(counts: StageCounts, units: int) -> str:
+    """The stage holding the work: the most downstream one with input waiting, else the reads."""
+    if counts.rows_encoded > counts.rows_written:
+        return WRITE
+    if counts.rows_read > counts.rows_encoded:
+        return ENCODE
+    if counts.units_read < units:
+        return READ
+    return "commit (driver)"
+
+
+def _pump(blocks: Iterator[Any], out: queue.Queue[Any]) -> None:
+    try:
+        for block in blocks:
+            out.put(block)
+        out.put(_DONE)
+    except BaseException as error:  # handed to the consumer, raised there
+        out.put(error)
+
+
+def watched(
+    blocks: Iterator[Any], board: Any, units: int, stall_timeout_s: float, poll_s: float = 2.0
+) -> Iterator[Any]:
+    """`blocks`, raising PipelineStalledError once neither a block nor the board moved for
+    `stall_timeout_s`. The blocks are pulled on a daemon thread, so a hang inside Ray cannot
+    hold the driver."""
+    import ray
+
+    pending: queue.Queue[Any] = queue.Queue(maxsize=8)
+    threading.Thread(target=_pump, args=(blocks, pending), daemon=True, name="blocks").start()
+    last_move = time.monotonic()
+    seen: StageCounts | None = None
+    while True:
+        try:
+            item = pending.get(timeout=poll_s)
+        except queue.Empty:
+            item = None
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        if item is not None:
+            last_move = time.monotonic()
+            yield item
+            continue
+        try:
+            now_counts = ray.get(board.snapshot.remote(), timeout=BOARD_TIMEOUT_S)
+        except Exception as error:  # the board's node is gone, or it is slow: no news
+            log.debug("progress board did not answer: %s", error)
+            now_counts = seen
+        if now_counts != seen:
+            seen, last_move = now_counts, time.monotonic()
+        idle = time.monotonic() - last_move
+        if idle > stall_timeout_s:
+            counts = seen or StageCounts()
+            raise PipelineStalledError(stalled_stage(counts, units), idle, counts, units)
