@@ -84,7 +84,9 @@ def job_args(cluster: Any, shards: str, output: str, endpoint: str, *extra: str)
         "--storage.endpoint_url", endpoint, "--clips.num_frames", "9", "--clips.height", "64",
         "--clips.width", "64", "--batch_size", "2", "--write_batch_rows", "2",
         "--concurrency", "2", "--progress_bars", "false", "--stall_timeout_s", "120",
-        "--lock-ttl-s", str(LEASE_TTL_S), *extra,
+        "--lock-ttl-s", str(LEASE_TTL_S),
+        "--encoder.dtype", "float32",  # the clean reference's (make_settings); auto is bf16 on AMX
+        *extra,
     ]  # fmt: skip
 
 
