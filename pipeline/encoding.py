@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model import DtypeChoice, choose_dtype, load_wfvae
+from model import DtypeChoice, WFVAEConfig, choose_dtype, load_wfvae
 from model.media import to_model_input
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,11 @@ class ClipEncoder:
         )
 
     @property
+    def config(self) -> WFVAEConfig:
+        """The loaded model's config."""
+        return self.vae.config
+
+    @property
     def latent_channels(self) -> int:
         """Channels of a returned latent: latent_dim, or twice that for the moments."""
         dim = int(self.vae.config.latent_dim)
@@ -179,37 +184,52 @@ class ClipEncoder:
         }
 
     @torch.inference_mode()
-    def encode(self, x: torch.Tensor, keys: Sequence[str] | None = None) -> np.ndarray:
-        """(B, 3, T, H, W) in [-1, 1] -> (B, C, 1 + (T-1)/4, H/8, W/8) float32 numpy."""
+    def encode(
+        self,
+        x: torch.Tensor,
+        keys: Sequence[str] | None = None,
+        latent_kind: LatentKind | None = None,
+        seed: int | None = None,
+    ) -> np.ndarray:
+        """(B, 3, T, H, W) in [-1, 1] -> (B, C, 1 + (T-1)/4, H/8, W/8) float32 numpy.
+
+        `latent_kind` and `seed` default to this encoder's; a caller (the service) may ask for
+        others per call, with the same loaded model.
+        """
+        kind = self.latent_kind if latent_kind is None else latent_kind
         x = x.to(device=self.device, dtype=self.dtype)  # (B, 3, T, H, W)
         posterior = self.vae.encode(x, chunk_frames=self.chunk_frames)
-        if self.latent_kind == "mean":
+        if kind == "mean":
             z = posterior.mean  # (B, C, t, h, w)
-        elif self.latent_kind == "moments":
+        elif kind == "moments":
             z = torch.cat([posterior.mean, posterior.logvar], dim=1)  # (B, 2C, t, h, w)
         else:
-            z = self._sample(posterior.mean, posterior.logvar, keys)
+            z = _sample(posterior.mean, posterior.logvar, keys, self.seed if seed is None else seed)
         return z.float().cpu().numpy()
 
-    def _sample(
-        self, mean: torch.Tensor, logvar: torch.Tensor, keys: Sequence[str] | None
-    ) -> torch.Tensor:
-        """mean + std * noise, the noise drawn per clip from a seed of the clip's key."""
-        names = list(keys) if keys is not None else [str(i) for i in range(mean.shape[0])]
-        noise = torch.stack(
-            [
-                torch.randn(
-                    mean.shape[1:],
-                    generator=torch.Generator().manual_seed(_clip_seed(self.seed, k)),
-                )
-                for k in names
-            ]
-        ).to(device=mean.device, dtype=mean.dtype)  # (B, C, t, h, w)
-        return mean + torch.exp(0.5 * logvar) * noise
-
     def encode_clips(
-        self, clips: Sequence[np.ndarray], keys: Sequence[str] | None = None
+        self,
+        clips: Sequence[np.ndarray],
+        keys: Sequence[str] | None = None,
+        latent_kind: LatentKind | None = None,
+        seed: int | None = None,
     ) -> np.ndarray:
         """Same-shape (T, H, W, 3) uint8 clips -> (B, C, t, h, w) float32 latents."""
         x = torch.cat([to_model_input(frames) for frames in clips])  # (B, 3, T, H, W)
-        return self.encode(x, keys)
+        return self.encode(x, keys, latent_kind, seed)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, chunk_latents: int | None = None) -> torch.Tensor:
+        """Latent means (B, C, t, h, w) -> video (B, 3, T, H, W) float32 on the CPU, by the same
+        model, dtype and device; `chunk_latents` streams through the Causal Cache."""
+        z = latents.to(device=self.device, dtype=self.dtype)
+        return self.vae.decode(z, chunk_latents=chunk_latents).float().cpu()
+
+
+def _sample(mean: torch.Tensor, logvar: torch.Tensor, keys: Sequence[str] | None, seed: int) -> torch.Tensor:
+    """mean + std * noise, the noise drawn per clip from `seed` and the clip's key."""
+    names = list(keys) if keys is not None else [str(i) for i in range(mean.shape[0])]
+    noise = torch.stack(
+        [torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(_clip_seed(seed, k))) for k in names]
+    ).to(device=mean.device, dtype=mean.dtype)  # (B, C, t, h, w)
+    return mean + torch.exp(0.5 * logvar) * noise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -88,7 +87,7 @@ class LatentEngine:
 
     @property
     def latent_dim(self) -> int:
-        return int(self.encoder.vae.config.latent_dim)
+        return int(self.encoder.config.latent_dim)
 
     def run(self, jobs: Sequence[Job]) -> list[JobResult]:
         """Every job's result, in order; same-shape jobs share one forward pass."""
@@ -105,33 +104,17 @@ class LatentEngine:
                 x = torch.empty((len(encode_jobs), c, t, h, w))  # (N, 3, T, H, W) float32
                 for index, job in enumerate(encode_jobs):
                     x[index] = to_model_input(job.frames)[0]  # one clip's float copy at a time
-            encoder = self._encoder_for(first.latent_kind, first.seed)
-            z = torch.from_numpy(encoder.encode(x, keys=[j.key for j in encode_jobs]))
+            keys = [j.key for j in encode_jobs]
+            z = torch.from_numpy(self.encoder.encode(x, keys, first.latent_kind, first.seed))
             return list(z.split(1))  # N x (1, C, t, h, w)
         decode_jobs = [j for j in jobs if isinstance(j, DecodeJob)]
         z = torch.cat([j.latent for j in decode_jobs])  # (N, C, t, h, w)
-        with torch.inference_mode():
-            video = self.encoder.vae.decode(z, chunk_latents=self.settings.chunk_latents)
-        video = video.float().cpu()  # (N, 3, T, H, W)
+        video = self.encoder.decode(z, chunk_latents=self.settings.chunk_latents)  # (N, 3, T, H, W)
         return list(video.split([j.latent.shape[0] for j in decode_jobs]))
-
-    def _encoder_for(self, latent_kind: LatentKind, seed: int) -> ClipEncoder:
-        """The ClipEncoder returning `latent_kind` with `seed`: views sharing one loaded model.
-
-        ClipEncoder fixes its latent kind and seed at construction; a shallow copy with those two
-        changed reuses the same weights instead of loading the model again. Copies are made per
-        batch, not cached: seeds come from clients, and a cache keyed by them would grow without
-        bound.
-        """
-        if (latent_kind, seed) == (self.encoder.latent_kind, self.encoder.seed):
-            return self.encoder
-        view = copy.copy(self.encoder)
-        view.latent_kind, view.seed = latent_kind, seed
-        return view
 
     def model_info(self) -> dict[str, object]:
         """What `/v1/model` reports."""
-        config = self.encoder.vae.config
+        config = self.encoder.config
         return {
             **self.encoder.metadata(),
             "source": self.encoder.source,

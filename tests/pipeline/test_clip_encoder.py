@@ -57,6 +57,27 @@ def test_samples_depend_on_the_clip_key_not_the_batch(clips: list[np.ndarray]) -
     assert np.abs(sampler.encode_clips(clips[1:2], ["other"])[0] - alone[0]).max() > 1e-2
 
 
+def test_latent_kind_and_seed_per_call_equal_an_encoder_built_for_them(
+    encoder: ClipEncoder, clips: list[np.ndarray]
+) -> None:
+    sampler = ClipEncoder(dtype="float32", device="cpu", latent_kind="sample", seed=3)
+    keys = ["a", "b", "c"]
+    asked = encoder.encode_clips(clips, keys, latent_kind="sample", seed=3)
+    assert np.array_equal(asked, sampler.encode_clips(clips, keys))
+    assert encoder.latent_kind == "mean" and encoder.seed == 0  # the call changed nothing
+    assert np.array_equal(encoder.encode_clips(clips, keys), sampler.encode_clips(clips, keys, latent_kind="mean"))
+
+
+def test_decode_is_the_models_decode(encoder: ClipEncoder, clips: list[np.ndarray]) -> None:
+    z = torch.from_numpy(encoder.encode_clips(clips[:1]))  # (1, C, t, h, w)
+    with torch.inference_mode():
+        expected = encoder.vae.decode(z)
+    video = encoder.decode(z)
+    assert video.dtype == torch.float32 and video.shape == (1, 3, *clips[0].shape[:3])
+    assert torch.equal(video, expected)
+    assert (encoder.decode(z, chunk_latents=1) - video).abs().max() <= reordered_float32(video)  # Causal Cache
+
+
 def test_causal_cache_chunks_equal_the_whole_clip(
     media: dict[str, bytes], encoder: ClipEncoder
 ) -> None:
