@@ -28,8 +28,8 @@ __all__ = [
     "StageCounts",
     "create_board",
     "report",
+    "StallWatchdog",
     "stalled_stage",
-    "watched",
 ]
 
 READ, ENCODE, WRITE = "read_and_decode", "encode", "write_parts"
@@ -90,7 +90,12 @@ def create_board() -> Any:  # ray.actor.ActorHandle
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(ProgressBoard).options(num_cpus=0, scheduling_strategy=here).remote()
+    # Restarted if its node is lost (its counts then start over): the job goes on without it.
+    return (
+        ray.remote(ProgressBoard)
+        .options(num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=here)
+        .remote()
+    )
 
 
 _METRICS: dict[str, Any] = {}
@@ -184,39 +189,59 @@ def _pump(blocks: Iterator[Any], out: queue.Queue[Any]) -> None:
         out.put(error)
 
 
-def watched(
-    blocks: Iterator[Any], board: Any, units: int, stall_timeout_s: float, poll_s: float = 2.0
-) -> Iterator[Any]:
-    """`blocks`, raising PipelineStalledError once neither a block nor the board moved for
-    `stall_timeout_s`. The blocks are pulled on a daemon thread, so a hang inside Ray cannot
-    hold the driver."""
-    import ray
+class StallWatchdog:
+    """Streams a dataset's blocks and raises PipelineStalledError once neither a block nor the
+    board moved for `stall_timeout_s`. The blocks are pulled on a daemon thread, so a hang inside
+    Ray cannot hold the driver. `counts` is the board's last snapshot."""
 
-    pending: queue.Queue[Any] = queue.Queue(maxsize=8)
-    threading.Thread(target=_pump, args=(blocks, pending), daemon=True, name="blocks").start()
-    last_move = time.monotonic()
-    seen: StageCounts | None = None
-    while True:
+    def __init__(self, board: Any, units: int, stall_timeout_s: float, poll_s: float = 2.0) -> None:
+        self.board = board
+        self.units = units
+        self.stall_timeout_s = stall_timeout_s
+        self.poll_s = poll_s
+        self.counts = StageCounts()
+
+    def _snapshot(self) -> StageCounts | None:
+        import ray
+
         try:
-            item = pending.get(timeout=poll_s)
-        except queue.Empty:
-            item = None
-        if item is _DONE:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        if item is not None:
-            last_move = time.monotonic()
-            yield item
-            continue
-        try:
-            now_counts = ray.get(board.snapshot.remote(), timeout=BOARD_TIMEOUT_S)
+            counts = ray.get(self.board.snapshot.remote(), timeout=BOARD_TIMEOUT_S)
         except Exception as error:  # the board's node is gone, or it is slow: no news
             log.debug("progress board did not answer: %s", error)
-            now_counts = seen
-        if now_counts != seen:
-            seen, last_move = now_counts, time.monotonic()
-        idle = time.monotonic() - last_move
-        if idle > stall_timeout_s:
-            counts = seen or StageCounts()
-            raise PipelineStalledError(stalled_stage(counts, units), idle, counts, units)
+            return None
+        if counts.rows_read < self.counts.rows_read:
+            log.warning("the progress board restarted (its node was lost): counts start over")
+        return counts
+
+    def stream(self, blocks: Iterator[Any]) -> Iterator[Any]:
+        pending: queue.Queue[Any] = queue.Queue(maxsize=8)
+        threading.Thread(target=_pump, args=(blocks, pending), daemon=True, name="blocks").start()
+        last_move = time.monotonic()
+        while True:
+            try:
+                item = pending.get(timeout=self.poll_s)
+            except queue.Empty:
+                item = None
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                last_move = time.monotonic()
+                yield item
+                continue
+            counts = self._snapshot()
+            if counts is not None and counts != self.counts:
+                self.counts, last_move = counts, time.monotonic()
+            idle = time.monotonic() - last_move
+            if idle > self.stall_timeout_s:
+                stage = stalled_stage(self.counts, self.units)
+                raise PipelineStalledError(stage, idle, self.counts, self.units)
+
+    def final_counts(self) -> StageCounts:
+        """The board's counts at the end of the job (the last ones seen if it does not answer)."""
+        counts = self._snapshot()
+        if counts is None:
+            log.warning("the progress board did not answer: the run's CPU/GPU seconds are partial")
+            return self.counts
+        return counts

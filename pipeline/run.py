@@ -29,7 +29,7 @@ from pipeline.manifest import (
     write_json,
 )
 from pipeline.parts import write_parts
-from pipeline.progress import BOARD_TIMEOUT_S, EtaLog, StageCounts, create_board, watched
+from pipeline.progress import EtaLog, StageCounts, StallWatchdog, create_board
 from pipeline.settings import PipelineSettings
 from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
 from pipeline.stages import EncodeStage, read_and_decode
@@ -294,9 +294,10 @@ def _execute(
     )
     blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     eta = EtaLog(len(units))
+    watchdog = StallWatchdog(board, len(units), settings.stall_timeout_s)
     execution = _Execution()
     clips_done = 0
-    for block in watched(blocks, board, len(units), settings.stall_timeout_s):
+    for block in watchdog.stream(blocks):
         block_clips = pc.sum(block.column("clips")).as_py() or 0
         if execution.first_result_s is None:
             execution.first_result_s = time.perf_counter() - start
@@ -304,7 +305,7 @@ def _execute(
         clips_done += block_clips
         if committer.add(block):
             eta.update(committer.committed, clips_done)
-    execution.counts = ray.get(board.snapshot.remote(), timeout=BOARD_TIMEOUT_S)
+    execution.counts = watchdog.final_counts()
     log.debug("ray data stats:\n%s", dataset.stats())
     return execution
 
