@@ -27,7 +27,7 @@ float32 convolution is held to AVX2 (`pays_on_this_cpu`, decided once per proces
 AVX-512, oneDNN's direct convolution does twice the AVX2 multiplies per cycle, and on the
 AVX-512 development machine every layer of the L preset ran slower as Winograd, 0.26-0.83x of
 the direct convolution in CPU time (2 threads, `benchmarks/winograd_layers.py --clock cpu`),
-and the 17x128x128 encode 0.6-0.83x (benchmarks/README.md, bf16 on AMX CPUs).
+and the 17x128x128 encode 0.6-0.83x (benchmarks/README.md, model speed).
 """
 
 from __future__ import annotations

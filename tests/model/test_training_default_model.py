@@ -1,7 +1,7 @@
 """The bundled default model is the trained one, within budget, and reconstructs footage it never saw.
 
 bigbuckbunny was held out of training (bikes, carphone and synthetic motion only). Floors sit
-below the figures measured at release (benchmarks/README.md, "Trained default model") by a margin
+below the figures measured at release (docs/default-model.md) by a margin
 for the float differences of other CPUs.
 """
 
