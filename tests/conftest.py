@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from free_ports import free_port
 from media_samples import cut_real, synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -73,12 +73,6 @@ def tiny_parity_dir() -> Path:
     if not TINY_PARITY_DIR.is_dir():
         pytest.fail(f"reference data missing at {TINY_PARITY_DIR}")
     return TINY_PARITY_DIR
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _set_test_aws_credentials() -> None:

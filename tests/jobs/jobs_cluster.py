@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from free_ports import distinct_ports
 
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 240
@@ -25,20 +26,6 @@ class RayHead:
     dashboard_url: str
     temp_dir: str
     env: dict[str, str] = field(repr=False)
-
-
-def distinct_ports(count: int) -> list[int]:
-    """`count` different free ports on 127.0.0.1 (all held open while picked, so none repeats)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def start_head(extra_env: dict[str, str], attempts: int = 2) -> RayHead:

@@ -8,7 +8,6 @@ the host would find it).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from free_ports import distinct_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENCODE_ACTOR_TITLE = b"EncodeStage"  # Ray's process title for the map_batches actor names the class
@@ -26,21 +27,8 @@ NODE_PORTS = (
 )  # fmt: skip
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _node_args(num_cpus: int, head: bool) -> dict[str, Any]:
-    ports = _free_ports(len(NODE_PORTS) + 1)
+    ports = distinct_ports(len(NODE_PORTS) + 1)
     args: dict[str, Any] = dict(zip(NODE_PORTS, ports[1:], strict=True))
     if not head:
         args.pop("ray_client_server_port")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pipeline_cluster import encoder_pids
 from test_pipeline_run import PARITY_TOLERANCE, read_prefix
 
 from pipeline.manifest import load_markers
@@ -21,7 +22,6 @@ from pipeline.run import run_pipeline
 from pipeline.storage import open_fs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ENCODE_ACTOR_TITLE = b"EncodeStage"  # Ray's process title for the map_batches actor names the class
 KILL_DEADLINE_S = 120.0
 
 
@@ -45,19 +45,6 @@ def assert_same_rows(output: str, reference: str, storage: Any) -> None:
                 assert np.abs(za - zb).max() <= PARITY_TOLERANCE
 
 
-def encode_actor_pids() -> list[int]:
-    """PIDs of live Ray encode actors, found by their process title."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if ENCODE_ACTOR_TITLE in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return [p for p in pids if p != os.getpid()]
-
-
 def test_killed_encoder_actor_is_replaced_and_rows_are_the_same(
     reference_run: tuple[Any, Any], make_settings: Any
 ) -> None:
@@ -70,7 +57,7 @@ def test_killed_encoder_actor_is_replaced_and_rows_are_the_same(
     def kill_first_actor_after_it_has_worked() -> None:
         deadline = time.monotonic() + KILL_DEADLINE_S
         while time.monotonic() < deadline and not killed:
-            pids = encode_actor_pids()
+            pids = encoder_pids()
             if pids:
                 # Kill at once: on an idle machine the whole run can end within a second or two
                 # of the actor starting, and a later kill would find it gone.
