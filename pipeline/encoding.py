@@ -83,11 +83,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def resolve_dtype(
     dtype: str | torch.dtype | None, device: torch.device, force: bool = False
-) -> DtypeChoice:
-    """The compute dtype and its reason (`model.choose_dtype`: `auto`/None is bfloat16 on GPU and
-    on CPUs with AMX-BF16, else float32; bf16/fp16 on a CPU without fast kernels are refused
-    unless `force`)."""
-    return choose_dtype(dtype, device, force=force)
+) -> torch.dtype:
+    """`model.choose_dtype`'s dtype: `auto`/None is bfloat16 on GPU and on CPUs with AMX-BF16,
+    else float32; bf16/fp16 on a CPU without fast kernels are refused unless `force`."""
+    return choose_dtype(dtype, device, force=force).dtype
 
 
 def _file_digest(path: Path) -> str:
@@ -133,7 +132,7 @@ class ClipEncoder:
     ) -> None:
         self.source = resolve_source(model_source)
         self.device = resolve_device(device)
-        self.dtype_choice = resolve_dtype(dtype, self.device, force_dtype)
+        self.dtype_choice: DtypeChoice = choose_dtype(dtype, self.device, force=force_dtype)
         self.dtype = self.dtype_choice.dtype
         self.chunk_frames = chunk_frames
         self.latent_kind = latent_kind

@@ -13,10 +13,10 @@ import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, Field
 
-from model import DtypeChoice
+from model import DtypeChoice, choose_dtype
 from model.errors import ConfigError
 from pipeline.committer import UnitCommitter
-from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity, resolve_dtype
+from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity
 from pipeline.manifest import (
     ChannelSums,
     UnitMarker,
@@ -318,7 +318,7 @@ def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
         if encoder.dtype == "auto":
             return DtypeChoice(torch.bfloat16, "auto on CUDA workers")
         return DtypeChoice(getattr(torch, encoder.dtype), "asked for")
-    return resolve_dtype(encoder.dtype, torch.device("cpu"), encoder.force_dtype)
+    return choose_dtype(encoder.dtype, "cpu", force=encoder.force_dtype)
 
 
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
