@@ -23,7 +23,6 @@ __all__ = [
     "StreamState",
     "causal_window",
     "convolution_layout",
-    "empty_frames",
     "frames_after",
 ]
 
@@ -55,13 +54,6 @@ class CausalContext:
 
 
 WHOLE_CLIP = CausalContext()
-
-
-def empty_frames(like: Tensor, channels: int | None = None, height: int | None = None,
-                 width: int | None = None) -> Tensor:
-    """A zero-frame video tensor shaped like `like` but for the given sizes."""
-    b, c, _, h, w = like.shape
-    return like.new_empty((b, channels or c, 0, height or h, width or w))
 
 
 def convolution_layout(x: Tensor) -> torch.memory_format:

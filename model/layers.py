@@ -23,13 +23,8 @@ __all__ = [
     "FrameUpsample",
     "ResnetBlock2D",
     "ResnetBlock3D",
-    "swish",
     "tracks_grad",
 ]
-
-
-def swish(x: Tensor) -> Tensor:
-    return F.silu(x)
 
 
 class FrameConv2d(nn.Conv2d):

@@ -70,10 +70,6 @@ class _Stream:
         self._closed = False
 
     @property
-    def frames_in(self) -> int:
-        return self._frames_in
-
-    @property
     def state(self) -> StreamState:
         return self._state
 
