@@ -126,7 +126,9 @@ class PipelineSettings(BaseSettings):
         """Hash of every setting that changes the rows written (not inputs, not resources)."""
         relevant = {
             "model_id": model_id,
-            "clips": self.clips.model_dump(mode="json"),
+            # Which decoder made the frames is left out: every backend gives the same clips to
+            # the codecs' rounding, and `auto` resolves per machine.
+            "clips": self.clips.model_dump(mode="json", exclude={"decoder"}),
             "latent_kind": self.encoder.latent_kind,
             # bf16 and fp32 latents differ by ~1%: one output prefix holds one compute precision
             "encode_dtype": self.encoder.dtype,
