@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from pipeline.storage import StorageSettings, open_fs
 
+from .deadlines import within
 from .errors import (
     BodyTimeout,
     ClientGone,
@@ -73,7 +74,7 @@ async def read_body(request: Request, limit: int, idle_timeout_s: float) -> byte
     stream = request.stream()
     while True:
         try:
-            chunk = await asyncio.wait_for(anext(stream, None), timeout=idle_timeout_s)
+            chunk = await within(idle_timeout_s, anext(stream, None))
         except asyncio.TimeoutError as error:
             raise BodyTimeout(idle_timeout_s) from error
         except ClientDisconnect as error:
@@ -115,7 +116,7 @@ async def _fetch_object(uri: str, settings: ServeSettings, storage_pool: Executo
         storage_pool, _read_object, uri, settings.max_body_bytes, settings.storage
     )
     try:
-        return await asyncio.wait_for(read, timeout=settings.storage_timeout_s)
+        return await within(settings.storage_timeout_s, read)
     except asyncio.TimeoutError as error:
         raise StorageTimeout(settings.storage_timeout_s) from error
 

@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 from fastapi.responses import Response
 
 from .admission import RequestSlots
+from .deadlines import within
 from .engine import Job, JobResult, LatentEngine
 from .errors import RequestTimeout
 
@@ -62,7 +63,7 @@ class Stopwatch:
 async def with_timeout(work: Awaitable[T], seconds: float) -> T:
     """`work`, or a RequestTimeout (504) once it has run `seconds`."""
     try:
-        return await asyncio.wait_for(work, timeout=seconds)
+        return await within(seconds, work)
     except asyncio.TimeoutError as error:
         raise RequestTimeout(seconds) from error
 
