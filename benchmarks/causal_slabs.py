@@ -1,11 +1,11 @@
 """What a causal residual block's memory costs in time: whole, or in slabs of frames as a stream.
 
 One `ResnetBlock3D` (random weights, LayerNorm) runs over one clip whole and in slabs of each
-given size (`model.causal_slabs.run_block_in_slabs`), alternating, `--reps` times after a
+given size (`model.fast_path.causal_slabs.run_block_in_slabs`), alternating, `--reps` times after a
 warm-up: median and best wall time, and the call's peak tensor memory beside its input
 (`model.tensor_memory`). The default is the L decoder's 384-channel block at 64x64 for a
 17x128x128 clip (9 frames), the decoder's peak before the slabs; by default it now runs in 3 slabs
-of 3 frames (`MAX_SLABS`, `MIN_SLAB_FRAMES`).
+of 3 frames (`SlabSettings.max_slabs`, `.min_slab_frames`).
 
     python benchmarks/causal_slabs.py --threads 2 --reps 4
     python benchmarks/causal_slabs.py --shape 384,192,9,64 --frames 3,5  # layer.0, changes channels
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.causal import WHOLE_CLIP  # noqa: E402
-from model.causal_slabs import run_block_in_slabs  # noqa: E402
+from model.fast_path.causal_slabs import run_block_in_slabs  # noqa: E402
 from model.layers import ResnetBlock3D  # noqa: E402
 from model.tensor_memory import peak_live_bytes  # noqa: E402
 

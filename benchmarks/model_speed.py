@@ -73,17 +73,9 @@ def build_model(name: str, official_src: str | None) -> tuple[Any, Any, Any]:
             return (ours, lambda x: ours.encode(x, chunk_frames=ENCODE_CHUNK_FRAMES).mean,
                     lambda z: ours.decode(z, chunk_latents=DECODE_CHUNK_LATENTS))
         if name == "wfvae-L-direct":
-            from model.winograd import direct_convolution
+            from model import FastPath
 
-            def encode_direct(x: Any) -> Any:
-                with direct_convolution():
-                    return ours.encode(x).mean
-
-            def decode_direct(z: Any) -> Any:
-                with direct_convolution():
-                    return ours.decode(z)
-
-            return ours, encode_direct, decode_direct
+            ours.fast_path = FastPath(winograd=False)
         return ours, lambda x: ours.encode(x).mean, lambda z: ours.decode(z)
     import diffusers
 

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.winograd import winograd_conv3d  # noqa: E402
+from model.fast_path.winograd import winograd_conv3d  # noqa: E402
 
 # (channels, input frames, side, temporal taps): 3x3x3 layers of WF-VAE-L at 17x128x128 (the
 # encoder's 768 x 7x16x16 and 384 x 11x32x32, the decoder's 896 x 11x32x32) and
 # 33x256x256 inputs, then per-frame 3x3 layers (encoder level 1, decoder upsampler), and 128
-# channels, below `MIN_CHANNELS`
+# channels, below `WinogradSettings.min_channels`
 LAYERS = [(768, 7, 16, 3), (384, 11, 32, 3), (896, 11, 32, 3), (384, 19, 64, 3), (384, 11, 128, 3),
           (192, 9, 64, 1), (192, 2, 128, 1), (384, 9, 64, 1), (128, 9, 64, 1)]
 

@@ -12,6 +12,7 @@ from .errors import (
     VideoDecodeError,
     WFVAEError,
 )
+from .fast_path import FastPath
 from .precision import DtypeChoice, choose_dtype, cpu_capability
 from .streaming import DecodeStream, EncodeStream
 from .wfvae import WFVAE, ForwardOutput
@@ -23,6 +24,7 @@ __all__ = [
     "DiagonalGaussian",
     "DtypeChoice",
     "EncodeStream",
+    "FastPath",
     "ForwardOutput",
     "InputShapeError",
     "SlowPrecisionError",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import amx_fast_path
+from .fast_path.policy import active
 
 __all__ = [
     "CausalContext",
@@ -62,11 +62,11 @@ def convolution_layout(x: Tensor) -> torch.memory_format:
     On CUDA, channels-last 3D once activations are (LayerNorm's output is a channels-last view):
     cuDNN's tensor-core kernels work in NDHWC, and a channels-first copy costs them a transpose
     in and out of every convolution. On CPUs, channels-first: oneDNN's direct 3x3x3 convolution
-    ran 1.25-1.45x faster on it here (2-thread AVX2 micro-benchmark), except on the bf16 fast
-    path of CPUs with AMX, which keeps activations channels-last (`amx_fast_path`).
+    ran 1.25-1.45x faster on it here (2-thread AVX2 micro-benchmark), except where the plan in
+    force keeps bf16 activations channels-last for AMX (`fast_path.channels_last`).
     """
     if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and (
-            x.is_cuda or amx_fast_path.keeps_channels_last(x)):
+            x.is_cuda or active().channels_last):
         return torch.channels_last_3d
     return torch.contiguous_format
 

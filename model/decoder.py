@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .backbone import run_layer
 from .causal import CausalContext
-from .causal_slabs import run_layer
 from .config import RGB_CHANNELS, WFVAEConfig
 from .layers import (
     CausalConv3d,
@@ -88,37 +88,42 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor, ctx: CausalContext) -> DecoderOutput:  # z: (B, latent, t, h, w)
         b, _, t, h, w = z.shape
+        flow = self.flow
         if t > 0:
-            hidden = self.conv_in(z, ctx)
-            for layer in self.mid:
-                hidden = _step(layer, hidden, ctx)  # (B, 4 base + flow, t, h, w)
-            l2_coeffs = _run(self.connect_l2, hidden[:, -self.flow:], ctx)  # (B, 24, t, h, w)
+            hidden = self.conv_in(z, ctx)  # (B, 4 base, t, h, w)
+            for layer in self.mid:  # (B, 4 base + flow, t, h, w) after the last
+                hidden = run_layer(layer, hidden, ctx)
+            # Energy flow, level 2: the last `flow` channels become the Haar coefficients of the
+            # level-2 low band; their inverse transform gives its frames.
+            l2_coeffs = _flow(self.connect_l2, hidden[:, -flow:], ctx)  # (B, 24, t, h, w)
             l2 = self.inverse_wavelet_transform_l2(l2_coeffs, ctx)  # (B, 3, ~2t, 2h, 2w)
-            hidden = hidden[:, : -self.flow]
-            for layer in self.up2[:-2]:
-                hidden = _step(layer, hidden, ctx)
+            hidden = hidden[:, :-flow]
+            for layer in self.up2[:-2]:  # (B, 4 base, t, h, w)
+                hidden = run_layer(layer, hidden, ctx)
         else:  # a stream's flush: nothing new, only frames held back upstream
             hidden = z.new_empty((b, 4 * self.base, 0, h, w))
             l2_coeffs = z.new_empty((b, HAAR_3D_SUBBANDS * RGB, 0, h, w))
             l2 = z.new_empty((b, RGB, 0, 2 * h, 2 * w))
-        hidden = self.up2[-2](hidden, ctx)  # temporal upsample: may hold back one frame
+        # Level 2 up: T, H and W doubled (the temporal upsampler may hold back one frame).
+        hidden = self.up2[-2](hidden, ctx)  # (B, 4 base, n, 2h, 2w), n ~ 2t
         l2 = self._align_pending_l2(l2, hidden.shape[2], ctx)
         if hidden.shape[2] == 0:
             empty = z.new_empty((b, RGB, 0, 8 * h, 8 * w))
             return DecoderOutput(empty, z.new_empty((b, HAAR_2D_SUBBANDS * RGB, 0, 2 * h, 2 * w)), l2_coeffs)
-        hidden = _step(self.up2[-1], hidden, ctx)  # (B, 4 base + flow, n, 2h, 2w)
+        hidden = run_layer(self.up2[-1], hidden, ctx)  # (B, 4 base + flow, n, 2h, 2w)
 
-        l1_coeffs = _run(self.connect_l1, hidden[:, -self.flow:], ctx)  # (B, 12, n, 2h, 2w)
-        # The level-2 flow joins the level-1 low band (official WL loss compares this sum).
+        # Energy flow, level 1: coefficients from the last `flow` channels; the level-2 frames
+        # join their low band (the official WL loss compares this sum).
+        l1_coeffs = _flow(self.connect_l1, hidden[:, -flow:], ctx)  # (B, 12, n, 2h, 2w)
         l1_coeffs = torch.cat([l1_coeffs[:, LOW_BAND] + l2, l1_coeffs[:, RGB:]], dim=1)
         l1 = self.inverse_wavelet_transform_l1(l1_coeffs)  # (B, 3, n, 4h, 4w)
-        hidden = hidden[:, : -self.flow]
-        for layer in self.up1:
-            hidden = _step(layer, hidden, ctx)
-        for layer in self.layer:
-            hidden = _step(layer, hidden, ctx)
-        hidden = self.norm_out(hidden, act=True)  # the block output is freed here, not after conv_out
-        hidden = self.conv_out(hidden)  # (B, 24, n, 4h, 4w)
+        # Level 1 up: H and W doubled, then the last blocks.
+        hidden = hidden[:, :-flow]
+        for layer in [*self.up1, *self.layer]:  # (B, base, n, 4h, 4w) after the last
+            hidden = run_layer(layer, hidden, ctx)
+        hidden = self.norm_out(hidden, act=True)
+        hidden = self.conv_out(hidden)  # (B, 24, n, 4h, 4w): Haar coefficients of the output
+        # The level-1 flow joins the output's low band before the last inverse transform.
         hidden = torch.cat([hidden[:, LOW_BAND] + l1, hidden[:, RGB:]], dim=1)
         video = self.inverse_wavelet_transform_out(hidden, ctx)  # (B, 3, ~2n, 8h, 8w)
         return DecoderOutput(video, l1_coeffs, l2_coeffs)
@@ -133,16 +138,8 @@ class Decoder(nn.Module):
         return l2[:, :, :frames]
 
 
-def _run(layers: nn.ModuleList, x: Tensor, ctx: CausalContext) -> Tensor:
-    """Residual blocks then the closing per-frame convolution of an energy-flow connection."""
-    for layer in layers[:-1]:
-        x = _step(layer, x, ctx)
-    return layers[-1](x)
-
-
-def _step(layer: nn.Module, x: Tensor, ctx: CausalContext) -> Tensor:
-    """One backbone layer: the per-frame upsampler takes no context; the rest go through
-    `causal_slabs.run_layer` (every `x` here was made by the layer before, read by no one after)."""
-    if isinstance(layer, FrameUpsample):
-        return layer(x)
-    return run_layer(layer, x, ctx)
+def _flow(connection: nn.ModuleList, x: Tensor, ctx: CausalContext) -> Tensor:
+    """An energy-flow connection: residual blocks, then a per-frame convolution to coefficients."""
+    for layer in connection:
+        x = run_layer(layer, x, ctx)
+    return x

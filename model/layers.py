@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import winograd
 from .causal import CausalContext, FrameMaker, causal_window, convolution_layout, frames_after
+from .fast_path.fused_norm import layer_norm_silu_frames
+from .fast_path.policy import active, winograd_for
+from .fast_path.winograd import winograd_conv3d
 
 __all__ = [
     "CausalConv3d",
@@ -23,6 +25,7 @@ __all__ = [
     "FrameUpsample",
     "ResnetBlock2D",
     "ResnetBlock3D",
+    "convolve_activation",
     "tracks_grad",
 ]
 
@@ -31,8 +34,9 @@ class FrameConv2d(nn.Conv2d):
     """A 2D convolution applied to every frame; runs as a (1, k, k) 3D convolution, no reshapes."""
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, T, H, W)
-        if winograd.applies(self, x):
-            return winograd.winograd_conv3d(x, self.weight.unsqueeze(2), self.bias)
+        winograd = winograd_for(self, x)
+        if winograd is not None:
+            return winograd_conv3d(x, self.weight.unsqueeze(2), self.bias, winograd)
         pad = self.padding if isinstance(self.padding, tuple) else (self.padding, self.padding)
         return F.conv3d(
             x,
@@ -74,8 +78,9 @@ class CausalConv3d(nn.Module):
             return window.new_empty(
                 (b, self.conv.out_channels, 0, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
             )
-        if winograd.applies(self.conv, window):
-            return winograd.winograd_conv3d(window, self.conv.weight, self.conv.bias)
+        winograd = winograd_for(self.conv, window)
+        if winograd is not None:
+            return winograd_conv3d(window, self.conv.weight, self.conv.bias, winograd)
         return self.conv(window)
 
 
@@ -116,32 +121,20 @@ class ChannelNorm(nn.Module):
     def activated_frames(self, x: Tensor, head: int) -> Tensor:
         """SiLU(norm(x)) written after `head` free frames of a fresh causal window (see
         `causal.FrameMaker`): the normalised activation is made once, where the convolution
-        reads it.
-
-        On CPUs in float32 inference, LayerNorm is computed channels-first straight into the window:
-        `F.layer_norm` wants channels last, which costs a transposed input copy, its own output
-        and a transposed copy into the window. This way ran 1.2-2.2x faster at 256-512 channels
-        (as fast at 128; 2-thread micro-benchmark), holds one full-size tensor instead of three,
-        and writes channels-first, on which oneDNN's 3x3x3 convolution ran 1.25-1.45x faster.
-        """
-        # bf16 keeps F.layer_norm: it rounds once, where these steps would round four times.
-        if (self.norm_type != "layernorm" or x.is_cuda or x.dtype != torch.float32
-                or tracks_grad(x, self.norm.weight)):
-            return frames_after(self(x, act=True), head)
-        b, c, t, h, w = x.shape
-        frames = x.new_empty((b, c, head + t, h, w))
-        out = frames[:, :, head:]
-        var, mean = torch.var_mean(x, dim=1, keepdim=True, correction=0)  # (B, 1, T, H, W)
-        torch.sub(x, mean, out=out)
-        out.mul_(var.add_(self.norm.eps).rsqrt_())
-        torch.addcmul(self.norm.bias.view(c, 1, 1, 1), out, self.norm.weight.view(c, 1, 1, 1), out=out)
-        F.silu(out, inplace=True)
-        return frames
+        reads it (computed there directly where the plan says `fused_norm`)."""
+        if self.norm_type == "layernorm" and active().fused_norm:
+            return layer_norm_silu_frames(x, self.norm, head)
+        return frames_after(self(x, act=True), head)
 
     def channels_last(self, x: Tensor, act: bool = False) -> Tensor:
         """LayerNorm only: (B, C, T, H, W) -> normalised (B, T, H, W, C), contiguous."""
         y = F.layer_norm(x.movedim(1, -1), self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         return _silu(y) if act else y
+
+
+def convolve_activation(conv: CausalConv3d, norm: ChannelNorm, x: Tensor, ctx: CausalContext) -> Tensor:
+    """conv(SiLU(norm(x))), the activation made once, straight into the convolution's causal window."""
+    return conv.convolve(conv.window(x, ctx, norm.activated_frames))
 
 
 def tracks_grad(*tensors: Tensor) -> bool:
@@ -205,7 +198,7 @@ class ResnetBlock3D(nn.Module):
         """The block's output less its shortcut (`causal_slabs` adds it to the input in place)."""
         # Each convolution's input is made straight into its causal window, and conv1's output
         # is dropped once norm2 has read it: x, one window and one output are alive at a time.
-        h = self.conv1.convolve(self.conv1.window(x, ctx, self.norm1.activated_frames))
+        h = convolve_activation(self.conv1, self.norm1, x, ctx)
         window = self.conv2.window(h, ctx, self._conv2_frames)
         del h
         h = self.conv2.convolve(window)

@@ -54,7 +54,7 @@ _AMX_ISAS = {"AVX512_CORE_AMX", "AVX10_1_512_AMX"} | _AMX_FP16_ISAS
 @dataclass(frozen=True)
 class CpuCapability:
     """What this CPU's oneDNN can run fast: AMX-BF16 and AMX-FP16, each as the ISA limit allows,
-    and AVX-512 (float32 convolutions at twice the AVX2 rate: `model.winograd` then stands aside)."""
+    and AVX-512 (float32 convolutions at twice the AVX2 rate: `model.fast_path.winograd` then stands aside)."""
 
     amx_bf16: bool
     amx_fp16: bool

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import amx_fast_path
 from .causal import CausalContext
+from .fast_path.channels_last import CHANNELS_LAST, keeps_channels_last
 from .layers import CausalConv3d
 
 __all__ = ["TimeSpaceDownsample", "TimeSpaceUpsample"]
@@ -54,8 +54,8 @@ class TimeSpaceUpsample(nn.Module):
 
     def forward(self, x: Tensor, ctx: CausalContext) -> Tensor:
         upsampled = self._upsample_time(x, ctx)  # frames stacked channels-first
-        if amx_fast_path.keeps_channels_last(x):  # at the low side: a quarter of the copy after it
-            upsampled = upsampled.contiguous(memory_format=amx_fast_path.CHANNELS_LAST)
+        if keeps_channels_last(x):  # at the low side: a quarter of the copy after it
+            upsampled = upsampled.contiguous(memory_format=CHANNELS_LAST)
         if upsampled.shape[2] == 0:
             b, c, _, h, w = x.shape
             return x.new_empty((b, self.conv.conv.out_channels, 0, 2 * h, 2 * w))

@@ -84,7 +84,7 @@ class _Stream:
                 f"chunk batch/height/width {(b, h, w)} differ from the stream's first chunk {self._geometry}"
             )
         self._frames_in += chunk.shape[2]
-        return self._vae.to_model_dtype(chunk)
+        return chunk
 
 
 class EncodeStream(_Stream):
@@ -96,7 +96,8 @@ class EncodeStream(_Stream):
     def push(self, chunk: Tensor) -> Tensor:
         """Returns moments (B, 2 * latent_dim, n, H/8, W/8), n >= 0."""
         chunk = self._admit(check_video_chunk(chunk), "encode")
-        return self._vae.encoder(chunk, CausalContext(self._state, final=False)).moments
+        with self._vae.running(chunk) as chunk:
+            return self._vae.encoder(chunk, CausalContext(self._state, final=False)).moments
 
     def flush(self) -> Tensor:
         """Ends the stream. The encoder holds nothing back, so this checks T = 1 + 4k and returns
@@ -121,11 +122,11 @@ class DecodeStream(_Stream):
     def push(self, chunk: Tensor) -> Tensor:
         """Returns video frames (B, 3, n, 8h, 8w), n >= 0."""
         chunk = check_latent(chunk, self._vae.config.latent_dim, allow_empty_time=True)
-        chunk = self._admit(chunk, "decode")
-        if chunk.shape[2] == 0:
-            b, h, w = self._geometry or (0, 0, 0)
-            return chunk.new_empty((b, 3, 0, h * SPATIAL_COMPRESSION, w * SPATIAL_COMPRESSION))
-        return self._vae.decoder(chunk, CausalContext(self._state, final=False)).video
+        with self._vae.running(self._admit(chunk, "decode")) as chunk:
+            if chunk.shape[2] == 0:
+                b, h, w = self._geometry or (0, 0, 0)
+                return chunk.new_empty((b, 3, 0, h * SPATIAL_COMPRESSION, w * SPATIAL_COMPRESSION))
+            return self._vae.decoder(chunk, CausalContext(self._state, final=False)).video
 
     def flush(self) -> Tensor:
         """Ends the stream and returns the frames held back."""
@@ -135,4 +136,5 @@ class DecodeStream(_Stream):
         b, h, w = self._geometry
         param = next(self._vae.parameters())
         empty = param.new_empty((b, self._vae.config.latent_dim, 0, h, w))
-        return self._vae.decoder(empty, CausalContext(self._state, final=True)).video
+        with self._vae.running(empty) as empty:
+            return self._vae.decoder(empty, CausalContext(self._state, final=True)).video

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from . import amx_fast_path
 from .causal import WHOLE_CLIP
 from .config import WFVAEConfig
 from .decoder import Decoder
 from .distribution import DiagonalGaussian
 from .encoder import Encoder
+from .fast_path import FastPath, engaged
+from .fast_path.channels_last import prepare
 from .streaming import DecodeStream, EncodeStream, frame_chunks, latent_chunks, run_stream
 from .validation import check_latent, check_video
 
@@ -31,11 +34,16 @@ class ForwardOutput(NamedTuple):
 
 
 class WFVAE(nn.Module):
-    """The WF-VAE autoencoder; state-dict keys are the official checkpoints' keys."""
+    """The WF-VAE autoencoder; state-dict keys are the official checkpoints' keys.
 
-    def __init__(self, config: WFVAEConfig) -> None:
+    `fast_path` says when the CPU fast path runs (`model.fast_path.FastPath`); replace it to
+    change that, e.g. `vae.fast_path = FastPath(enabled=False)` for the reference computation.
+    """
+
+    def __init__(self, config: WFVAEConfig, fast_path: FastPath | None = None) -> None:
         super().__init__()
         self.config = config
+        self.fast_path = FastPath() if fast_path is None else fast_path
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         # Every causal layer's stream-state key is its module path, fixed here once.
@@ -46,16 +54,18 @@ class WFVAE(nn.Module):
     # -- whole clip, or chunked through a stream -------------------------------------------
     def encode(self, x: Tensor, chunk_frames: int | None = None) -> DiagonalGaussian:
         """x: (B, 3, T, H, W) in [-1, 1], T = 1 + 4k, H and W multiples of 8."""
-        x = self.to_model_dtype(check_video(x))
+        x = check_video(x)
         if chunk_frames is None:
-            return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
+            with self.running(x) as x:
+                return DiagonalGaussian(self.encoder(x, WHOLE_CLIP).moments)
         return DiagonalGaussian(run_stream(self.encode_stream(), x, frame_chunks(x.shape[2], chunk_frames)))
 
     def decode(self, z: Tensor, chunk_latents: int | None = None) -> Tensor:
         """z: (B, latent_dim, t, h, w) -> video (B, 3, 1 + 4(t - 1), 8h, 8w)."""
-        z = self.to_model_dtype(check_latent(z, self.config.latent_dim))
+        z = check_latent(z, self.config.latent_dim)
         if chunk_latents is None:
-            return self.decoder(z, WHOLE_CLIP).video
+            with self.running(z) as z:
+                return self.decoder(z, WHOLE_CLIP).video
         return run_stream(self.decode_stream(), z, latent_chunks(z.shape[2], chunk_latents))
 
     def encode_stream(self) -> EncodeStream:
@@ -68,20 +78,25 @@ class WFVAE(nn.Module):
     def forward(self, x: Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None) -> ForwardOutput:
         """Whole-clip reconstruction for training, with the energy-flow coefficients for the WL loss."""
-        x = self.to_model_dtype(check_video(x))
-        encoded = self.encoder(x, WHOLE_CLIP)
-        posterior = DiagonalGaussian(encoded.moments)
-        z = posterior.sample(generator) if sample_posterior else posterior.mode()
-        decoded = self.decoder(z, WHOLE_CLIP)
+        with self.running(check_video(x)) as x:
+            encoded = self.encoder(x, WHOLE_CLIP)
+            posterior = DiagonalGaussian(encoded.moments)
+            z = posterior.sample(generator) if sample_posterior else posterior.mode()
+            decoded = self.decoder(z, WHOLE_CLIP)
         return ForwardOutput(
             decoded.video, posterior, encoded.l1_coeffs, decoded.l1_coeffs, encoded.l2_coeffs, decoded.l2_coeffs
         )
 
     # -- helpers ------------------------------------------------------------------------------
-    def to_model_dtype(self, x: Tensor) -> Tensor:
-        """`x` on the model's device, in its dtype and in the layout it runs in (`amx_fast_path`)."""
+    @contextmanager
+    def running(self, x: Tensor) -> Iterator[Tensor]:
+        """`x` on the model's device, in its dtype and layout, with the fast path's plan for it
+        in force while the block runs the encoder or decoder (decided once per call)."""
         param = next(self.parameters())
-        return amx_fast_path.prepare_input(self, x.to(device=param.device, dtype=param.dtype))
+        x = x.to(device=param.device, dtype=param.dtype)
+        plan = self.fast_path.plan_for(self, x)
+        with engaged(plan):
+            yield prepare(self, x, plan)
 
     def last_layer_weight(self) -> Tensor:
         """The decoder's last convolution weight (for the GAN loss's adaptive weight)."""

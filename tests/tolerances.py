@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model import winograd
+from model.fast_path import winograd
 
 __all__ = [
     "FLOAT32_EPS",

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from tolerances import assert_reordered, winograd_float32
 
-from model import winograd
 from model.causal import WHOLE_CLIP
+from model.fast_path import Plan, engaged, winograd
 from model.layers import ChannelNorm, ResnetBlock3D
 from model.tensor_memory import peak_live_bytes
 
@@ -25,11 +25,11 @@ def test_activated_frames_equal_layer_norm_then_silu() -> None:
     norm = _layernorm(8, seed=1)
     x = torch.randn(2, 8, 5, 6, 7, generator=torch.Generator().manual_seed(2)) * 3 + 1
     expected = F.silu(F.layer_norm(x.movedim(1, -1), (8,), norm.norm.weight, norm.norm.bias, 1e-6)).movedim(-1, 1)
-    with torch.inference_mode():
+    with torch.inference_mode(), engaged(Plan(fused_norm=True)):
         frames = norm.activated_frames(x, 2)  # channels-first, written straight into the window
     assert frames.shape == (2, 8, 7, 6, 7) and frames.is_contiguous()
     assert_reordered(frames[:, :, 2:], expected)
-    # Under autograd the same frames come from the differentiable path.
+    # Without the plan (under autograd, for one) the same frames come from the plain path.
     trained = norm.activated_frames(x, 2)
     assert trained.requires_grad
     assert_reordered(trained[:, :, 2:], expected)
@@ -41,7 +41,7 @@ def test_block_holds_one_window_and_one_output_at_a_time() -> None:
     block = ResnetBlock3D(16, 16, "layernorm", 0.0).eval()
     x = torch.randn(1, 16, 9, 32, 32)
     activation = x.numel() * x.element_size()
-    with torch.inference_mode():
+    with torch.inference_mode(), engaged(Plan(fused_norm=True)):
         expected = block.conv2(F.silu(block.norm2(block.conv1(F.silu(block.norm1(x)), WHOLE_CLIP))), WHOLE_CLIP) + x
         peak = peak_live_bytes(lambda: block(x, WHOLE_CLIP))
         got = block(x, WHOLE_CLIP)
@@ -73,8 +73,8 @@ def test_winograd_blocks_beside_a_whole_kernel_stay_small() -> None:
     x, got, peak = _measured_winograd_call(c, frames=6, side=64, seed=3)
     output = got.numel() * 4
     kernel = 4 * 36 * 3 * c * c
-    assert kernel <= 2 * winograd.KERNEL_BLOCK_BYTES and kernel < x.numel() * 4
-    budget = output + kernel + 2.5 * winograd.KEPT_KERNEL_WORKSPACE_BYTES
+    assert kernel <= 2 * winograd.WinogradSettings().kernel_block_bytes and kernel < x.numel() * 4
+    budget = output + kernel + 2.5 * winograd.WinogradSettings().kept_kernel_workspace_bytes
     assert peak <= budget, f"peak {peak / 2**20:.0f} MB, budget {budget / 2**20:.0f} MB"
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from model import WFVAE, amx_fast_path, cpu_capability, load_wfvae
-from model.amx_fast_path import CHANNELS_LAST, runs_channels_last, set_weight_layout
+from model import WFVAE, FastPath, cpu_capability, load_wfvae
+from model.fast_path.channels_last import CHANNELS_LAST, set_weight_layout
 from model.layers import FrameConv2d
 
 HAS_AMX_BF16 = cpu_capability().amx_bf16
@@ -24,14 +24,18 @@ def _conv_weights(vae: WFVAE) -> list[torch.Tensor]:
     return [m.weight for m in vae.modules() if isinstance(m, nn.Conv3d | nn.Conv2d)]
 
 
-def test_decision_point_takes_only_cpu_bf16_inference(tiny_parity_dir: Path) -> None:
+def test_plan_takes_channels_last_only_in_cpu_bf16_inference(tiny_parity_dir: Path) -> None:
     vae = load_wfvae(tiny_parity_dir)
     x = torch.zeros(1, 3, 5, 16, 16)
-    assert not runs_channels_last(vae, x)
+    policy = FastPath()
+    assert not policy.plan_for(vae, x).channels_last
     with torch.inference_mode():
-        assert runs_channels_last(vae, x.bfloat16()) == HAS_AMX_BF16
+        assert policy.plan_for(vae, x.bfloat16()).channels_last == HAS_AMX_BF16
+        assert not FastPath(channels_last=False).plan_for(vae, x.bfloat16()).channels_last
+        assert FastPath(channels_last=True).plan_for(vae, x.bfloat16()).channels_last  # forced
+        assert not FastPath(channels_last=True).plan_for(vae, x).channels_last  # float32: never
     vae.requires_grad_(True)  # training: autograd keeps the plain layout
-    assert not runs_channels_last(vae, x.bfloat16())
+    assert not FastPath(channels_last=True).plan_for(vae, x.bfloat16()).channels_last
 
 
 def test_weights_go_channels_last_and_back(tiny_parity_dir: Path) -> None:
@@ -47,7 +51,7 @@ def test_weights_go_channels_last_and_back(tiny_parity_dir: Path) -> None:
 
 @needs_amx
 def test_channels_last_runs_every_wide_layer_and_matches_channels_first(
-    tiny_parity_dir: Path, parity_cases, monkeypatch
+    tiny_parity_dir: Path, parity_cases
 ) -> None:
     vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16)
     x = parity_cases["case0.input"]
@@ -67,11 +71,11 @@ def test_channels_last_runs_every_wide_layer_and_matches_channels_first(
         moments = vae.encode(x).moments
         video = vae.decode(moments[:, :8])
         assert seen and all(seen)
-        monkeypatch.setattr(amx_fast_path, "_amx_bf16", lambda: False)
+        vae.fast_path = FastPath(channels_last=False)
         seen.clear()
         plain_moments = vae.encode(x).moments
         plain_video = vae.decode(moments[:, :8])
         assert seen and not any(seen)
-    assert _conv_weights(vae)[0].is_contiguous()  # moved back once the decision changed
+    assert _conv_weights(vae)[0].is_contiguous()  # moved back once the plan changed
     assert (moments.float() - plain_moments.float()).abs().max() <= LAYOUT_RELATIVE_TOL * plain_moments.abs().max()
     assert (video.float() - plain_video.float()).abs().max() <= LAYOUT_RELATIVE_TOL * plain_video.abs().max()

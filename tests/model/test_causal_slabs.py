@@ -6,15 +6,10 @@ import pytest
 import torch
 from tolerances import assert_reordered
 
-from model import WFVAE, causal_slabs, frame_slabs
+from model import WFVAE, FastPath
 from model.causal import WHOLE_CLIP, CausalContext, StreamState
-from model.causal_slabs import (
-    MIN_SLAB_FRAMES,
-    even_slabs,
-    run_block,
-    run_block_in_slabs,
-    slab_frames,
-)
+from model.fast_path import Plan, SlabSettings, causal_slabs, engaged
+from model.fast_path.causal_slabs import even_slabs, run_block, run_block_in_slabs, slab_frames
 from model.layers import ResnetBlock3D
 from model.tensor_memory import peak_live_bytes
 
@@ -81,29 +76,20 @@ def test_slabs_hold_a_slab_of_activations_beside_the_input() -> None:
     assert in_slabs < 1.2 * activation
 
 
-def test_slab_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slab_plan() -> None:
     block = _block(8, 8, seed=8)
     frame = 2 * 8 * 6 * 5 * 4  # bytes of one frame of _clip(8, ...) at the block's width
-    with torch.inference_mode():
-        assert slab_frames(block, _clip(8, 9, seed=9)) == 9  # the clip fits frame_slabs.SLAB_BYTES: whole
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 9 * frame - 1)
-        assert slab_frames(block, _clip(8, 9, seed=9)) == 3  # MAX_SLABS of 3
-        assert slab_frames(block, _clip(8, 17, seed=9)) == 6  # 6 + 6 + 5
-        assert slab_frames(block, _clip(8, 8, seed=9)) == 8  # under the size threshold again
-        assert slab_frames(_block(8, 16, seed=10), _clip(8, 8, seed=9)) == 3  # the wider side counts
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
-        assert slab_frames(block, _clip(8, 5, seed=9)) == MIN_SLAB_FRAMES == 3  # 3 + 2, not 5 x 1
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 9 * frame - 1)
-    # Whole where slabs cannot run or have not been measured:
-    x = _clip(8, 9, seed=9)
-    with torch.no_grad():
-        assert slab_frames(block, x) == 3
-    assert slab_frames(block, x) == 9  # autograd (the weights)
-    assert slab_frames(block, x.clone().requires_grad_(True)) == 9  # autograd (the input)
-    with torch.no_grad():
-        assert slab_frames(block.train(), x) == 9  # training (dropout)
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
-        assert slab_frames(_block(32, 32, seed=11, norm_type="groupnorm"), _clip(32, 9, 12)) == 9
+    default = SlabSettings()
+    under_nine = SlabSettings(slab_bytes=9 * frame - 1)
+    assert slab_frames(block, _clip(8, 9, seed=9), default) == 9  # the clip fits: whole
+    assert slab_frames(block, _clip(8, 9, seed=9), under_nine) == 3  # max_slabs of 3
+    assert slab_frames(block, _clip(8, 17, seed=9), under_nine) == 6  # 6 + 6 + 5
+    assert slab_frames(block, _clip(8, 8, seed=9), under_nine) == 8  # under the size threshold again
+    assert slab_frames(_block(8, 16, seed=10), _clip(8, 8, seed=9), under_nine) == 3  # the wider side counts
+    none = SlabSettings(slab_bytes=0)
+    assert slab_frames(block, _clip(8, 5, seed=9), none) == none.min_slab_frames == 3  # 3 + 2, not 5 x 1
+    # GroupNorm's statistics span the clip: such blocks run whole.
+    assert slab_frames(_block(32, 32, seed=11, norm_type="groupnorm"), _clip(32, 9, 12), none) == 9
 
 
 def test_slabs_are_even() -> None:
@@ -113,15 +99,17 @@ def test_slabs_are_even() -> None:
     assert even_slabs(2, 1) == [(0, 1), (1, 2)]
 
 
-def test_run_block_picks_slabs_over_the_size_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_block_picks_slabs_where_the_plan_has_them_over_the_size_threshold() -> None:
     block, x = _block(8, 8, seed=13), _clip(8, 5, seed=14)
     with torch.inference_mode():
         expected = block(x.clone(), WHOLE_CLIP)
         whole = x.clone()
-        assert run_block(block, whole, WHOLE_CLIP).data_ptr() != whole.data_ptr()  # small: the block
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
+        assert run_block(block, whole, WHOLE_CLIP).data_ptr() != whole.data_ptr()  # no plan: the block
+        with engaged(Plan(slabs=SlabSettings())):
+            assert run_block(block, whole, WHOLE_CLIP).data_ptr() != whole.data_ptr()  # small: the block
         sliced = x.clone()
-        out = run_block(block, sliced, WHOLE_CLIP)
+        with engaged(Plan(slabs=SlabSettings(slab_bytes=0))):
+            out = run_block(block, sliced, WHOLE_CLIP)
     assert out.data_ptr() == sliced.data_ptr()  # in slabs, over its input
     assert_reordered(out, expected)
 
@@ -142,9 +130,9 @@ def test_slab_errors() -> None:
 @pytest.mark.parametrize("case", [0, 1, 2])
 def test_model_in_one_frame_slabs_reproduces_official_moments_and_decoding(
         tiny_vae: WFVAE, parity_cases, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)  # every causal block in slabs...
-    monkeypatch.setattr(causal_slabs, "MAX_SLABS", 1 << 30)
-    monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)  # ...of one frame
+    # Every causal block in slabs of one frame, and level 1 a frame at a time.
+    one_frame = SlabSettings(slab_bytes=0, residual_slab_bytes=0, max_slabs=1 << 30, min_slab_frames=1)
+    monkeypatch.setattr(tiny_vae, "fast_path", FastPath(slabs=one_frame))
     with torch.inference_mode():
         moments = tiny_vae.encode(parity_cases[f"case{case}.input"]).moments
         z = parity_cases[f"case{case}.moments"].chunk(2, dim=1)[0]  # the official mean
@@ -170,9 +158,8 @@ def test_every_causal_block_of_the_model_runs_in_slabs_over_the_threshold(
     x = parity_cases["case0.input"]  # 9 frames: every block sees 3 frames or more
     with torch.inference_mode():
         tiny_vae.decode(tiny_vae.encode(x).mean)
-        assert ran == []  # the tiny model's activations are far under frame_slabs.SLAB_BYTES
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 0)
-        monkeypatch.setattr(causal_slabs, "MIN_SLAB_FRAMES", 1)
+        assert ran == []  # the tiny model's activations are far under the default slab_bytes
+        monkeypatch.setattr(tiny_vae, "fast_path", FastPath(slabs=SlabSettings(slab_bytes=0, min_slab_frames=1)))
         tiny_vae.decode(tiny_vae.encode(x).mean)
     blocks = [m for m in tiny_vae.modules() if isinstance(m, ResnetBlock3D)]
     assert {id(b) for b in ran} == {id(b) for b in blocks}

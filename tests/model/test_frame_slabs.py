@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from tolerances import assert_reordered
 from training_helpers import tiny_model_config
 
-from model import WFVAE, WFVAEConfig, frame_slabs
-from model.frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
+from model import WFVAE, FastPath, WFVAEConfig
+from model.backbone import run_frame_stack
+from model.fast_path import SlabSettings, frame_slabs
+from model.fast_path.frame_slabs import add_frame_slabs_, frames_per_slab, map_frame_slabs
 from model.tensor_memory import peak_live_bytes
+
+
+def _level1(vae: WFVAE) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The encoder's level 1 as a per-frame function, run plainly (no plan in force)."""
+    return lambda coeffs: run_frame_stack(vae.encoder.down1, coeffs)
 
 PARITY_TOL = 1e-4
 
@@ -18,19 +27,19 @@ PARITY_TOL = 1e-4
 def test_encoder_in_one_frame_slabs_reproduces_official_moments(
         tiny_vae: WFVAE, parity_cases, case: int, monkeypatch: pytest.MonkeyPatch) -> None:
     x = parity_cases[f"case{case}.input"]
-    monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 1)  # one frame per slab
+    monkeypatch.setattr(tiny_vae, "fast_path", FastPath(slabs=SlabSettings(slab_bytes=1)))  # one frame per slab
     with torch.inference_mode():
         moments = tiny_vae.encode(x).moments
     assert (moments - parity_cases[f"case{case}.moments"]).abs().max() < PARITY_TOL
 
 
 def test_slabs_of_any_size_equal_the_whole_clip(tiny_vae: WFVAE) -> None:
-    encoder = tiny_vae.encoder
+    level1 = _level1(tiny_vae)
     coeffs = torch.randn(1, 24, 7, 16, 12, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        whole = encoder._level1(coeffs)
+        whole = level1(coeffs)
         for frames in (1, 2, 3, 6):  # 3 leaves a last slab of one frame
-            sliced = map_frame_slabs(encoder._level1, coeffs, frames)
+            sliced = map_frame_slabs(level1, coeffs, frames)
             assert sliced.shape == whole.shape
             assert_reordered(sliced, whole, frames)
 
@@ -38,13 +47,14 @@ def test_slabs_of_any_size_equal_the_whole_clip(tiny_vae: WFVAE) -> None:
 def test_slabs_train_like_the_whole_clip() -> None:
     # Under autograd the slabs are written into one output; gradients flow through every slab.
     torch.manual_seed(0)
-    encoder = WFVAE(tiny_model_config()).encoder
+    vae = WFVAE(tiny_model_config())
+    encoder = vae.encoder
     coeffs = torch.randn(1, 24, 5, 16, 12, generator=torch.Generator().manual_seed(1))
     grads = []
     for frames in (5, 2):
         x = coeffs.clone().requires_grad_(True)
         encoder.zero_grad()
-        map_frame_slabs(encoder._level1, x, frames).square().mean().backward()
+        map_frame_slabs(_level1(vae), x, frames).square().mean().backward()
         weight_grad = encoder.down1[0].weight.grad
         assert weight_grad is not None
         grads.append((x.grad, weight_grad.clone()))
@@ -63,31 +73,24 @@ def test_slab_plan_and_its_errors() -> None:
         map_frame_slabs(lambda v: v[:, :, :1], x, 2)
 
 
-def test_encoder_slabs_on_cpus_only(tiny_vae: WFVAE, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(frame_slabs, "SLAB_BYTES", 1)
-    assert tiny_vae.encoder._level1_slab_frames(torch.empty(1, 24, 9, 32, 32)) == 1
-    # Other devices keep the whole clip (their figures were measured so); "meta" stands in.
-    assert tiny_vae.encoder._level1_slab_frames(torch.empty(1, 24, 9, 32, 32, device="meta")) == 9
-
-
 def _small_config() -> WFVAEConfig:
     # Wider than `tiny_model_config`: level 1 must hold the encoder's peak for the test below.
     return WFVAEConfig(base_channels=32, latent_dim=8, encoder_energy_flow_hidden_size=16,
                        decoder_energy_flow_hidden_size=16, norm_type="layernorm")
 
 
-def test_level1_peak_is_a_slab_not_the_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_level1_peak_is_a_slab_not_the_clip() -> None:
     torch.manual_seed(0)
     vae = WFVAE(_small_config()).eval()
     x = torch.rand(1, 3, 17, 64, 64) * 2 - 1
     coeffs = torch.randn(1, 24, 9, 32, 32)  # what the input Haar transform gives level 1
     activation = 32 * 9 * 32 * 32 * 4  # one level-1 tensor of the whole clip: base x t x H/2 x W/2
     with torch.inference_mode():
-        level1_whole = peak_live_bytes(lambda: vae.encoder._level1(coeffs))
-        level1_sliced = peak_live_bytes(lambda: map_frame_slabs(vae.encoder._level1, coeffs, 1))
+        level1_whole = peak_live_bytes(lambda: _level1(vae)(coeffs))
+        level1_sliced = peak_live_bytes(lambda: map_frame_slabs(_level1(vae), coeffs, 1))
         whole = vae.encode(x).moments
         whole_peak = peak_live_bytes(lambda: vae.encode(x))
-        monkeypatch.setattr(frame_slabs, "SLAB_BYTES", activation // 9)  # one frame per slab
+        vae.fast_path = FastPath(slabs=SlabSettings(slab_bytes=activation // 9))  # one frame per slab
         sliced = vae.encode(x).moments
         sliced_peak = peak_live_bytes(lambda: vae.encode(x))
     # A residual block on the whole clip holds three activations at once; in one-frame slabs
@@ -101,7 +104,7 @@ def test_level1_peak_is_a_slab_not_the_clip(monkeypatch: pytest.MonkeyPatch) -> 
         f"encoder peak {sliced_peak / activation:.2f} vs whole-clip level 1 {whole_peak / activation:.2f} activations")
 
 
-def test_level1_blocks_overwrite_their_input_a_few_frames_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_level1_blocks_overwrite_their_input_a_few_frames_at_a_time() -> None:
     torch.manual_seed(0)
     encoder = WFVAE(_small_config()).eval().encoder
     coeffs = torch.randn(1, 24, 9, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -119,8 +122,8 @@ def test_level1_blocks_overwrite_their_input_a_few_frames_at_a_time(monkeypatch:
             assert_reordered(got, expected_block, frames)
         scratch = hidden.clone()
         slab_peak = peak_live_bytes(lambda: add_frame_slabs_(block.residual, scratch, 1))
-        monkeypatch.setattr(frame_slabs, "RESIDUAL_SLAB_BYTES", activation // 9)  # one frame a slab
-        level1 = encoder._level1(coeffs)
+        one_frame = SlabSettings(residual_slab_bytes=activation // 9)  # one frame a slab
+        level1 = frame_slabs.run_frame_stack(encoder.down1, coeffs, one_frame)
     assert_reordered(level1, reference)
     # A new output beside the body's activations: 2+ activations. In place, one frame at a time:
     # the body's activations of one frame (and the convolutions' copies of their slab input).

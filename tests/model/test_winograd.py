@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,10 +12,10 @@ from hypothesis import strategies as st
 from tolerances import reordered_float32, winograd_float32
 from torch import nn
 
-from model import WFVAE, winograd
-from model.causal import WHOLE_CLIP
+from model import WFVAE, layers
+from model.fast_path import FastPath, WinogradSettings, winograd
+from model.fast_path.winograd import winograd_conv3d
 from model.precision import cpu_capability
-from model.winograd import applies, direct_convolution, winograd_conv3d
 
 PARITY_TOL = 1e-4  # as tests/model/test_parity.py: the official reference's float32 tolerance
 
@@ -63,18 +65,18 @@ def test_equals_direct_convolution_for_any_shape_and_block_plan(
 
 
 @pytest.mark.parametrize("workspace_bytes", [1, 1 << 26])  # several blocks, or one
-def test_kernel_slices_sharing_one_buffer_match_direct(monkeypatch, workspace_bytes: int) -> None:
+def test_kernel_slices_sharing_one_buffer_match_direct(workspace_bytes: int) -> None:
     # Kernels too large to transform at once go in slices of output channels, all through one
     # buffer; 2 channels a slice makes slices of 2, 2 and a shorter last one of 1.
     c_in, c_out, taps = 4, 5, 3
-    monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4 * 36 * taps * c_in * 2)
+    settings = WinogradSettings(kernel_block_bytes=4 * 36 * taps * c_in * 2)
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, c_in, 6, 11, 9, generator=gen)
     weight = torch.randn(c_out, c_in, taps, 3, 3, generator=gen) / (c_in * taps * 9) ** 0.5
     bias = torch.randn(c_out, generator=gen)
     expected = _direct_float64(x, weight, bias)
     with torch.inference_mode():
-        got = winograd_conv3d(x, weight, bias, workspace_bytes=workspace_bytes)
+        got = winograd_conv3d(x, weight, bias, settings, workspace_bytes=workspace_bytes)
     assert _within_winograd_rounding(got, expected)
 
 
@@ -120,13 +122,13 @@ def test_goes_by_columns_only_for_a_kept_kernel_larger_than_its_input(
     monkeypatch: pytest.MonkeyPatch, frames: int, kept: bool, by_columns: bool
 ) -> None:
     c = 32  # kernel: 442 KB transformed; input: 32 KB a frame
-    if not kept:  # too large to keep whole: slices of output channels
-        monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4 * 36 * 3 * c * 2)
+    # Not kept: too large to keep whole, so slices of output channels.
+    settings = WinogradSettings() if kept else WinogradSettings(kernel_block_bytes=4 * 36 * 3 * c * 2)
     calls = _spy_on_columns_path(monkeypatch)
     x = torch.randn(1, c, frames, 16, 16)
     weight = torch.randn(c, c, 3, 3, 3)
     with torch.inference_mode():
-        got = winograd_conv3d(x, weight, None, workspace_bytes=4096)
+        got = winograd_conv3d(x, weight, None, settings, workspace_bytes=4096)
     assert bool(calls) is by_columns
     assert _within_winograd_rounding(got, _direct_float64(x, weight, None))
 
@@ -150,46 +152,54 @@ def _wide_conv(**kwargs: object) -> nn.Conv3d:
     return nn.Conv3d(192, 192, **fields)  # type: ignore[arg-type]
 
 
-def test_applies_only_to_wide_float32_cpu_inference_with_enough_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: True)  # as on an AVX2-only CPU
+def test_applies_only_to_wide_3x3_layers_with_enough_output() -> None:
+    applies = WinogradSettings().applies
     big = torch.zeros(1, 192, 6, 32, 32)  # 4 output frames x 64 tiles = 256 columns
-    conv = _wide_conv().requires_grad_(False)
-    with torch.inference_mode():
-        assert applies(conv, big)
-        assert not applies(conv, big[:, :, :, :8, :8])  # 4 frames x 4 tiles: too small to bother
-        assert not applies(_wide_conv(stride=(1, 2, 2)), big)
-        assert not applies(_wide_conv(padding=(1, 1, 1)), big)
-        assert not applies(_wide_conv(kernel_size=(3, 1, 1), padding=(0, 0, 0)), big)
-        assert not applies(nn.Conv3d(128, 128, 3, padding=(0, 1, 1)), torch.zeros(1, 128, 6, 32, 32))
-        # Per-frame 3x3 kernels from 384 channels (1.83x there; at 192 no gain inside the model).
-        assert applies(nn.Conv2d(384, 384, 3, padding=1), torch.zeros(1, 384, 6, 32, 32))
-        assert not applies(nn.Conv2d(192, 192, 3, padding=1), big)
-        assert not applies(conv.double(), big.double())
-        with direct_convolution():
-            assert not applies(conv.float(), big)
-        assert applies(conv.float(), big)
-    # Under autograd a trainable weight keeps the direct path (Winograd buffers would be saved for backward).
-    trainable = _wide_conv()
-    assert not applies(trainable, big)
-    with torch.no_grad():
-        assert applies(trainable, big)
+    conv = _wide_conv()
+    assert applies(conv, big)
+    assert not applies(conv, big[:, :, :, :8, :8])  # 4 frames x 4 tiles: too small to bother
+    assert not applies(_wide_conv(stride=(1, 2, 2)), big)
+    assert not applies(_wide_conv(padding=(1, 1, 1)), big)
+    assert not applies(_wide_conv(kernel_size=(3, 1, 1), padding=(0, 0, 0)), big)
+    assert not applies(nn.Conv3d(128, 128, 3, padding=(0, 1, 1)), torch.zeros(1, 128, 6, 32, 32))
+    # Per-frame 3x3 kernels from 384 channels (1.83x there; at 192 no gain inside the model).
+    assert applies(nn.Conv2d(384, 384, 3, padding=1), torch.zeros(1, 384, 6, 32, 32))
+    assert not applies(nn.Conv2d(192, 192, 3, padding=1), big)
+    assert not applies(conv.double(), big.double())
+    assert not WinogradSettings(min_channels=256).applies(conv, big)
 
 
-def test_stands_aside_where_onednn_has_avx512(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert winograd.pays_on_this_cpu() == (not cpu_capability().avx512)
-    big = torch.zeros(1, 192, 6, 32, 32)
-    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: False)
+def test_plan_takes_winograd_only_in_float32_cpu_inference_where_it_pays(tiny_vae: WFVAE) -> None:
+    x = torch.zeros(1, 3, 5, 16, 16)
+    forced = FastPath(winograd=True)
     with torch.inference_mode():
-        assert not applies(_wide_conv().requires_grad_(False), big)
+        assert forced.plan_for(tiny_vae, x).winograd == forced.winograd_settings
+        assert forced.plan_for(tiny_vae, x.double()).winograd is None
+        assert forced.plan_for(tiny_vae, x.bfloat16()).winograd is None
+        assert FastPath(winograd=False).plan_for(tiny_vae, x).winograd is None
+        assert FastPath(enabled=False, winograd=True).plan_for(tiny_vae, x).winograd is None
+        # Left to the policy: only where oneDNN's float32 convolution is held to AVX2.
+        assert winograd.pays_on_this_cpu() == (not cpu_capability().avx512)
+        assert (FastPath().plan_for(tiny_vae, x).winograd is not None) == winograd.pays_on_this_cpu()
+    # Under autograd with trainable weights the direct path runs (Winograd buffers would be
+    # saved for backward); with frozen weights it may run, unless the input tracks grad.
+    try:
+        assert forced.plan_for(tiny_vae.requires_grad_(True), x).winograd is None
+        with torch.no_grad():
+            assert forced.plan_for(tiny_vae, x).winograd is not None
+    finally:
+        tiny_vae.requires_grad_(False)
+    assert forced.plan_for(tiny_vae, x).winograd is not None
+    assert forced.plan_for(tiny_vae, x.clone().requires_grad_(True)).winograd is None
+
+
+# Every 3x3 stride-1 convolution of the tiny reference model takes the Winograd path.
+EVERY_LAYER = WinogradSettings(min_channels=0, min_frame_channels=0, min_columns=0)
 
 
 @pytest.fixture
-def winograd_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every 3x3 stride-1 convolution of the tiny reference model takes the Winograd path."""
-    monkeypatch.setattr(winograd, "pays_on_this_cpu", lambda: True)  # AVX-512 CPUs stay direct
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 0)
-    monkeypatch.setattr(winograd, "MIN_FRAME_CHANNELS", 0)
-    monkeypatch.setattr(winograd, "MIN_COLUMNS", 0)
+def winograd_everywhere(tiny_vae: WFVAE, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiny_vae, "fast_path", FastPath(winograd=True, winograd_settings=EVERY_LAYER))
 
 
 @pytest.mark.parametrize("kernels", ["default", "sliced"])
@@ -201,7 +211,8 @@ def test_model_on_winograd_reproduces_the_official_reference(
     # By default the tiny model's kernels outweigh its inputs (the transform-columns path);
     # kernels too large to keep go in slices of output channels through input blocks instead.
     if kernels == "sliced":
-        monkeypatch.setattr(winograd, "KERNEL_BLOCK_BYTES", 4096)
+        sliced = FastPath(winograd=True, winograd_settings=replace(EVERY_LAYER, kernel_block_bytes=4096))
+        monkeypatch.setattr(tiny_vae, "fast_path", sliced)
     calls = _spy_on_columns_path(monkeypatch)
     x = parity_cases[f"case{case}.input"]
     with torch.inference_mode():
@@ -218,18 +229,19 @@ def test_model_on_winograd_counts_its_winograd_layers(
     calls: list[tuple[int, ...]] = []
     original = winograd.winograd_conv3d
 
-    def counting(frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, **kw: int) -> torch.Tensor:
+    def counting(frames: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 *args: object) -> torch.Tensor:
         calls.append(tuple(weight.shape))
-        return original(frames, weight, bias, **kw)
+        return original(frames, weight, bias, *args)
 
-    monkeypatch.setattr(winograd, "winograd_conv3d", counting)
+    monkeypatch.setattr(layers, "winograd_conv3d", counting)
     x = parity_cases["case0.input"]
     with torch.inference_mode():
-        z = tiny_vae.encoder(x, WHOLE_CLIP).moments
+        z = tiny_vae.encode(x).moments
         with_winograd = len(calls)
-        with direct_convolution():
-            z_direct = tiny_vae.encoder(x, WHOLE_CLIP).moments
-    assert with_winograd >= 10 and len(calls) == with_winograd  # direct_convolution() took none
+        monkeypatch.setattr(tiny_vae, "fast_path", FastPath(winograd=False))
+        z_direct = tiny_vae.encode(x).moments
+    assert with_winograd >= 10 and len(calls) == with_winograd  # FastPath(winograd=False) took none
     assert (z - z_direct).abs().max() < reordered_float32(z_direct)  # two float32 algorithms
 
 

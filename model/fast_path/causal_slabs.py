@@ -12,66 +12,41 @@ block changes channels, the slabs fill a fresh output instead.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from . import frame_slabs
-from .amx_fast_path import empty_video_like
-from .causal import CausalContext, StreamState
-from .layers import ResnetBlock3D, tracks_grad
+from ..causal import CausalContext, StreamState
+from ..layers import ResnetBlock3D
+from .channels_last import empty_video_like
+from .policy import SlabSettings, active
 
-__all__ = ["MAX_SLABS", "MIN_SLAB_FRAMES", "even_slabs", "run_block", "run_block_in_slabs", "run_layer", "slab_frames"]
-
-# A block whose widest activation fits `frame_slabs.SLAB_BYTES` runs whole: there the
-# convolutions' kernel workspace outweighs the activations, and slabs only added an output
-# buffer beside them (the decoder's 896-channel block at 9x32x32, 31.5 MiB an activation: 201
-# MiB in slabs, 179 whole). Above it, the block runs in `MAX_SLABS` slabs, or in fewer where
-# they would be thinner than `MIN_SLAB_FRAMES`. A slab's causal windows carry 2 frames more than
-# it, so thin slabs transform their inputs again and again (2 threads;
-# benchmarks/causal_slabs.py, memory beside the input):
-# - 384 channels, 9x64x64 (17x128x128 decode): 3 slabs of 3 frames held 105 MiB against 199
-#   whole, as fast (best of 8: 1957 vs 1962 ms); 2-frame slabs 87 MiB at 1.15x the time.
-# - At 33x256x256, 3-frame slabs of 17 frames cost 1.05-1.09x per block and 1.12x for the whole
-#   decode (1- and 2-frame slabs 1.35x), while 3 slabs of 5-6 frames ran as fast as whole
-#   (96.9 vs 95.8 s) with a decode peak of 1013 MiB against 1371 (978 in 3-frame slabs: the
-#   per-frame upsampler then holds the peak).
-MIN_SLAB_FRAMES = 3
-MAX_SLABS = 3
+__all__ = ["even_slabs", "run_block", "run_block_in_slabs", "slab_frames"]
 
 
-def slab_frames(block: ResnetBlock3D, x: Tensor) -> int:
-    """The most frames per slab for `block` over `x`; the whole clip unless slabs can run and help.
-
-    Slabs run in CPU inference with LayerNorm, for activations over `frame_slabs.SLAB_BYTES`. On
-    GPUs the whole clip runs, as in the measured GPU figures: more and smaller kernels there have
-    not been timed.
-    """
+def slab_frames(block: ResnetBlock3D, x: Tensor, settings: SlabSettings) -> int:
+    """The most frames per slab for `block` over `x`: the whole clip where its widest activation
+    fits `settings.slab_bytes` (there the convolutions' kernel workspace outweighs the
+    activations, and slabs only added an output buffer beside them: the decoder's 896-channel
+    block at 9x32x32, 31.5 MiB an activation, held 201 MiB in slabs, 179 whole); else
+    `settings.max_slabs` slabs, or fewer where they would be thinner than `min_slab_frames`.
+    GroupNorm blocks run whole: their statistics span the clip."""
     t = x.shape[2]
-    if (x.device.type != "cpu" or block.training or block.norm1.norm_type != "layernorm"
-            or tracks_grad(x, block.conv1.conv.weight)):
+    if block.norm1.norm_type != "layernorm":
         return t
     channels = max(block.conv1.conv.in_channels, block.conv2.conv.out_channels)
     frame_bytes = channels * x.shape[0] * x.shape[3] * x.shape[4] * x.element_size()
-    if frame_bytes * t <= frame_slabs.SLAB_BYTES:
+    if frame_bytes * t <= settings.slab_bytes:
         return t
-    return min(t, max(MIN_SLAB_FRAMES, -(-t // MAX_SLABS)))
+    return min(t, max(settings.min_slab_frames, -(-t // settings.max_slabs)))
 
 
 def run_block(block: ResnetBlock3D, x: Tensor, ctx: CausalContext) -> Tensor:
-    """`block(x, ctx)`, in slabs where `slab_frames` says so (then written over `x` where the
-    block keeps its channels: `x` must be the caller's own)."""
-    frames = slab_frames(block, x)
+    """`block(x, ctx)`, in slabs where the plan in force has slabs and `slab_frames` says so
+    (then written over `x` where the block keeps its channels: `x` must be the caller's own)."""
+    settings = active().slabs
+    frames = x.shape[2] if settings is None else slab_frames(block, x, settings)
     if frames >= x.shape[2]:
         return block(x, ctx)
     return run_block_in_slabs(block, x, ctx, frames)
-
-
-def run_layer(layer: nn.Module, x: Tensor, ctx: CausalContext) -> Tensor:
-    """One causal layer of a backbone whose every input is the layer before's own output, read by
-    no one after: residual blocks go through `run_block` (slabs written over `x`), others are
-    called with `ctx`."""
-    if isinstance(layer, ResnetBlock3D):
-        return run_block(layer, x, ctx)
-    return layer(x, ctx)
 
 
 def run_block_in_slabs(block: ResnetBlock3D, x: Tensor, ctx: CausalContext, frames: int) -> Tensor:

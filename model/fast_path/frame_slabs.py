@@ -12,26 +12,42 @@ and a full-size activation beside them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from .amx_fast_path import empty_video_like
+from ..layers import ResnetBlock2D
+from .channels_last import empty_video_like
+from .policy import SlabSettings
 
-__all__ = ["RESIDUAL_SLAB_BYTES", "SLAB_BYTES", "add_frame_slabs_", "frames_per_slab", "map_frame_slabs"]
-
-# One activation of a slab. 32 MB keeps a slab's tensors in the range the allocator reuses
-# (and a 17x128x128 clip, 28 MB per activation, in one slab: small clips run as before).
-SLAB_BYTES = 32 * 2**20
-# One activation of a residual block's in-place slab (`add_frame_slabs_`).
-RESIDUAL_SLAB_BYTES = 8 * 2**20
+__all__ = ["add_frame_slabs_", "frames_per_slab", "map_frame_slabs", "run_frame_stack"]
 
 
-def frames_per_slab(frame_bytes: int, slab_bytes: int | None = None) -> int:
-    """Frames whose widest activation (`frame_bytes` per frame) fits `slab_bytes` (default
-    `SLAB_BYTES`); at least one."""
-    budget = SLAB_BYTES if slab_bytes is None else slab_bytes
-    return max(1, budget // max(1, frame_bytes))
+def frames_per_slab(frame_bytes: int, slab_bytes: int) -> int:
+    """Frames whose widest activation (`frame_bytes` per frame) fits `slab_bytes`; at least one."""
+    return max(1, slab_bytes // max(1, frame_bytes))
+
+
+def run_frame_stack(layers: Sequence[nn.Module], x: Tensor, settings: SlabSettings) -> Tensor:
+    """The per-frame layers in order over x (B, C, T, H, W), in slabs of frames whose widest
+    activation (the layers' most output channels at x's side) fits `settings.slab_bytes`; within
+    a slab, residual blocks that keep their channels write over their input. `x` is not written."""
+    b, _, _, h, w = x.shape
+    widest = max(m.out_channels for layer in layers for m in layer.modules() if isinstance(m, nn.Conv2d | nn.Conv3d))
+    frames = frames_per_slab(b * widest * h * w * x.element_size(), settings.slab_bytes)
+    return map_frame_slabs(lambda slab: _stack(layers, slab, settings), x, frames)
+
+
+def _stack(layers: Sequence[nn.Module], x: Tensor, settings: SlabSettings) -> Tensor:
+    hidden = x
+    for layer in layers:
+        # A layer's own output, read by no one after the next layer, may be written over.
+        if hidden is not x and isinstance(layer, ResnetBlock2D) and layer.nin_shortcut is None:
+            frame_bytes = hidden[:, :, :1].numel() * hidden.element_size()
+            hidden = add_frame_slabs_(layer.residual, hidden, frames_per_slab(frame_bytes, settings.residual_slab_bytes))
+        else:
+            hidden = layer(hidden)
+    return hidden
 
 
 def map_frame_slabs(fn: Callable[[Tensor], Tensor], x: Tensor, frames: int) -> Tensor:

@@ -7,13 +7,13 @@ output tiles. 36 products for 16 outputs instead of 144: on the 2-core AVX2 CPU 
 on, oneDNN's direct 3x3x3 convolution runs at 65-77 GFLOP/s (about the machine's GEMM rate), so
 cutting the arithmetic is the only way to go faster, and it does: 1.4-2.2x on the L preset's
 384-896-channel layers (2 threads, `benchmarks/winograd_layers.py`), 1.5-1.6x for the whole
-model (`benchmarks/README.md`, Model speed). Below about 192 channels the transforms, which only move memory, cost more than they
-save, so narrow layers stay direct.
+model (`benchmarks/README.md`, model speed). Below about 192 channels the transforms, which
+only move memory, cost more than they save, so narrow layers stay direct.
 
 The temporal taps of a (k, 3, 3) kernel are summed in the transform domain (k accumulating
 matrix products over shifted frames), so one set of transforms serves all k taps. The input is
 transformed in bands of tile rows (and, for very long clips, blocks of frames) that keep the
-buffers near `WORKSPACE_BYTES` (`KEPT_KERNEL_WORKSPACE_BYTES` beside a whole transformed kernel),
+buffers near `WinogradSettings.workspace_bytes` (less beside a whole transformed kernel),
 so long clips do not raise peak memory. A kernel that outweighs its input (short clips at small
 sides) is never held whole: the call goes one column of the 6x6 transform at a time (six of the
 36 points: their input points, kernel and products), adding each column's share into the output
@@ -21,39 +21,29 @@ tiles. Results match direct convolution to float32 rounding
 (the interpolation points 0, +-1, +-2 keep the transforms' constants small; max abs error
 within a few times oneDNN's own).
 
-Only inference on CPU in float32 takes this path (`applies`): under autograd, on GPUs (cuDNN picks
-its own algorithms) and in other dtypes the direct convolution runs. And only where oneDNN's
-float32 convolution is held to AVX2 (`pays_on_this_cpu`, decided once per process): with
-AVX-512, oneDNN's direct convolution does twice the AVX2 multiplies per cycle, and on the
-AVX-512 development machine every layer of the L preset ran slower as Winograd, 0.26-0.83x of
-the direct convolution in CPU time (2 threads, `benchmarks/winograd_layers.py --clock cpu`),
-and the 17x128x128 encode 0.6-0.83x (benchmarks/README.md, model speed).
+When it runs is the fast path's policy (`policy.FastPath`): CPU float32 inference, and by default
+only where oneDNN's float32 convolution is held to AVX2 (`pays_on_this_cpu`): with AVX-512,
+oneDNN's direct convolution does twice the AVX2 multiplies per cycle, and on the AVX-512
+development machine every layer of the L preset ran slower as Winograd, 0.26-0.83x of the direct
+convolution in CPU time (2 threads, `benchmarks/winograd_layers.py --clock cpu`), and the
+17x128x128 encode 0.6-0.83x. Which layers it takes is `WinogradSettings.applies`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .precision import cpu_capability
+from ..precision import cpu_capability
 
 __all__ = [
-    "BY_COLUMNS",
-    "KEPT_KERNEL_WORKSPACE_BYTES",
     "KERNEL_TRANSFORM_CHUNK_BYTES",
-    "MIN_CHANNELS",
-    "MIN_COLUMNS",
-    "MIN_FRAME_CHANNELS",
     "STENCIL_CHUNK_BYTES",
-    "WORKSPACE_BYTES",
-    "applies",
-    "direct_convolution",
+    "WinogradSettings",
     "pays_on_this_cpu",
     "transform_kernel",
     "winograd_conv3d",
@@ -61,33 +51,63 @@ __all__ = [
 
 TILE = 4  # output tile side
 WINDOW = TILE + 2  # input tile side for a 3-tap kernel
-# Channels below which the transforms cost more than they save: a 3x3x3 kernel at 128 channels
-# ran 0.96x of oneDNN, at 192-384 1.45x.
-MIN_CHANNELS = 192
-# The same for per-frame 3x3 kernels (one tap carries the transforms alone): 0.99x at 128
-# channels, 1.21-1.27x at 192 alone, but no faster inside the encoder (0.98-1.02x, alternating in
-# one process) while its buffers raised the encoder's resident peak from 260 to 368 MB at
-# 17x128x128; 1.83x at 384 (the decoder's upsampler: decode 1.055x faster in the same A/B).
-MIN_FRAME_CHANNELS = 384
-# Output frames x 4x4 tiles below which a layer is too small to bother (768 channels, 5 frames of
-# 16x16 = 80 columns still ran 1.3x faster than oneDNN).
-MIN_COLUMNS = 64
-# Smaller blocks than these cost speed: kernels too large to keep (768+ channels) are transformed
-# again for every block, and thin kernel slices re-read the transformed input once per slice
-# (8 MB slices and input-sized blocks: 2.4x slower on 768 channels at 16x16, 1.7x at 896).
-WORKSPACE_BYTES = 32 * 2**20  # transformed input of one block (bands of 32-64 MB ran fastest)
-# Beside a whole transformed kernel (up to 64 MB, made once per call), 16 MB blocks lowered the
-# L model's 17x128x128 tensor peaks by 13-17% at the same speed; where kernels go in slices,
-# re-made for every block, 16 MB blocks ran the decoder 11% slower, so those keep 32 MB.
-KEPT_KERNEL_WORKSPACE_BYTES = 16 * 2**20
-KERNEL_BLOCK_BYTES = 32 * 2**20  # transformed kernels of one slice of output channels
-# A kernel small enough to keep whole can still outweigh the layer's input (short clips at small
-# sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call goes by transform
-# columns (`_convolve_by_columns`): 40 instead of 102 MB over its input at 17x128x128, and as
-# fast (194-287 vs 215-265 ms: the whole kernel's fresh 61 MB paid page faults on every call).
-# Making the kernel again per block, 6 points and one tap at a time, held 40 MB at 1.11-1.4x the time.
-# False keeps such kernels whole too (for `benchmarks/winograd_kernel_slices.py` to compare).
-BY_COLUMNS = True
+
+
+@dataclass(frozen=True)
+class WinogradSettings:
+    """Which layers go Winograd (`applies`), and the memory blocks of a call (`winograd_conv3d`)."""
+
+    # Channels below which the transforms cost more than they save: a 3x3x3 kernel at 128
+    # channels ran 0.96x of oneDNN, at 192-384 1.45x.
+    min_channels: int = 192
+    # The same for per-frame 3x3 kernels (one tap carries the transforms alone): 0.99x at 128
+    # channels, 1.21-1.27x at 192 alone, but no faster inside the encoder (0.98-1.02x,
+    # alternating in one process) while its buffers raised the encoder's resident peak from 260
+    # to 368 MB at 17x128x128; 1.83x at 384 (the decoder's upsampler: decode 1.055x faster).
+    min_frame_channels: int = 384
+    # Output frames x 4x4 tiles below which a layer is too small to bother (768 channels, 5
+    # frames of 16x16 = 80 columns still ran 1.3x faster than oneDNN).
+    min_columns: int = 64
+    # Smaller blocks than these cost speed: kernels too large to keep (768+ channels) are
+    # transformed again for every block, and thin kernel slices re-read the transformed input
+    # once per slice (8 MB slices and input-sized blocks: 2.4x slower on 768 channels at 16x16,
+    # 1.7x at 896). Bands of 32-64 MB of transformed input ran fastest.
+    workspace_bytes: int = 32 * 2**20
+    # Beside a whole transformed kernel (up to 64 MB, made once per call), 16 MB blocks lowered
+    # the L model's 17x128x128 tensor peaks by 13-17% at the same speed; where kernels go in
+    # slices, re-made for every block, 16 MB blocks ran the decoder 11% slower, so those keep 32.
+    kept_kernel_workspace_bytes: int = 16 * 2**20
+    kernel_block_bytes: int = 32 * 2**20  # transformed kernels of one slice of output channels
+    # A kernel small enough to keep whole can still outweigh the layer's input (short clips at
+    # small sides: 61 MB for 384 channels beside a 17 MB input at 17x128x128). Such a call goes by
+    # transform columns (`_convolve_by_columns`): 40 instead of 102 MB over its input, and as fast
+    # (194-287 vs 215-265 ms: the whole kernel's fresh 61 MB paid page faults on every call).
+    # False keeps such kernels whole too (`benchmarks/winograd_kernel_slices.py` compares them).
+    by_columns: bool = True
+
+    def applies(self, conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
+        """Whether `conv` (a 3D convolution valid in time, or a 2D one applied per frame) can run
+        on the video `x` as a Winograd convolution: a (k,) 3 x 3 kernel with stride 1 and spatial
+        padding 1, wide enough and with output enough to pay for the transforms."""
+        temporal_padding = conv.padding[0] if isinstance(conv, nn.Conv3d) else 0
+        taps = conv.kernel_size[0] if isinstance(conv, nn.Conv3d) else 1
+        return (
+            x.dtype == torch.float32
+            and conv.weight.dtype == torch.float32
+            and tuple(conv.kernel_size[-2:]) == (3, 3)
+            and all(s == 1 for s in conv.stride)
+            and tuple(conv.padding[-2:]) == (1, 1)
+            and temporal_padding == 0
+            and all(d == 1 for d in conv.dilation)
+            and conv.groups == 1
+            and min(conv.in_channels, conv.out_channels)
+            >= (self.min_channels if taps > 1 else self.min_frame_channels)
+            and _output_columns(taps, x) >= self.min_columns
+        )
+
+
+DEFAULT_SETTINGS = WinogradSettings()
+
 # Output of one product of the kernel transform. One product per tap over the whole kernel ran at
 # a quarter of the memory's speed (53 ms for 384 channels, 243 for 768, into a warm buffer); a few
 # output channels at a time (a cached slice of the weight) took 16-18 and 70-75.
@@ -133,48 +153,12 @@ _KERNEL_9_TO_36 = torch.einsum("ah,bw->bahw", _KERNEL, _KERNEL).reshape(36, 9)
 # convolution of stride 4 makes a point for every tile, tile d giving sum_ij B^T[a, i] d[i, j] B^T[b, j].
 _INPUT_STENCILS = torch.einsum("ai,bj->baij", _INPUT, _INPUT).reshape(36, 1, WINDOW, WINDOW)
 
-_ENABLED: ContextVar[bool] = ContextVar("wfvae_winograd_enabled", default=True)
-
-
-@contextmanager
-def direct_convolution() -> Iterator[None]:
-    """Within this block every convolution runs direct (oneDNN), e.g. to compare the two."""
-    token = _ENABLED.set(False)
-    try:
-        yield
-    finally:
-        _ENABLED.reset(token)
-
 
 @cache
 def pays_on_this_cpu() -> bool:
     """Whether Winograd beats oneDNN's direct float32 convolution here: only without AVX-512
     (absent, or held off by `ONEDNN_MAX_CPU_ISA`)."""
     return not cpu_capability().avx512
-
-
-def applies(conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
-    """Whether `conv` (a 3D convolution valid in time, or a 2D one applied per frame) may run on
-    the video `x` as a Winograd convolution: CPU float32 inference, a (k,) 3 x 3 kernel with stride
-    1 and spatial padding 1, wide enough to pay for the transforms."""
-    temporal_padding = conv.padding[0] if isinstance(conv, nn.Conv3d) else 0
-    taps = conv.kernel_size[0] if isinstance(conv, nn.Conv3d) else 1
-    return (
-        _ENABLED.get()
-        and x.device.type == "cpu"
-        and pays_on_this_cpu()
-        and x.dtype == torch.float32
-        and conv.weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
-        and tuple(conv.kernel_size[-2:]) == (3, 3)
-        and all(s == 1 for s in conv.stride)
-        and tuple(conv.padding[-2:]) == (1, 1)
-        and temporal_padding == 0
-        and all(d == 1 for d in conv.dilation)
-        and conv.groups == 1
-        and min(conv.in_channels, conv.out_channels) >= (MIN_CHANNELS if taps > 1 else MIN_FRAME_CHANNELS)
-        and _output_columns(taps, x) >= MIN_COLUMNS
-    )
 
 
 def _output_columns(taps: int, x: Tensor) -> int:
@@ -207,11 +191,11 @@ def transform_kernel(weight: Tensor, out: Tensor | None = None) -> Tensor:
 
 
 def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
-                    workspace_bytes: int | None = None) -> Tensor:
+                    settings: WinogradSettings = DEFAULT_SETTINGS, workspace_bytes: int | None = None) -> Tensor:
     """`F.conv3d(frames, weight, bias, padding=(0, 1, 1))` for a (k, 3, 3) kernel, stride 1.
 
     frames: (B, C_in, T, H, W), any strides; returns (B, C_out, T - k + 1, H, W), contiguous.
-    `workspace_bytes` bounds a block of the transformed input (default: see the constants).
+    `workspace_bytes` bounds a block of the transformed input (default: from `settings`).
     """
     b, c_in, t, h, w = frames.shape
     c_out, _, k = weight.shape[:3]
@@ -221,15 +205,15 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     tiles_h, tiles_w = -(-h // TILE), -(-w // TILE)
     out = frames.new_empty((b, c_out, t_out, tiles_h, TILE, tiles_w, TILE))  # tiles, then cropped
     kernel_bytes = 4 * 36 * k * c_in * c_out
-    keeps_kernel = kernel_bytes <= 2 * KERNEL_BLOCK_BYTES
-    if BY_COLUMNS and keeps_kernel and kernel_bytes > frames.numel() * frames.element_size():
+    keeps_kernel = kernel_bytes <= 2 * settings.kernel_block_bytes
+    if settings.by_columns and keeps_kernel and kernel_bytes > frames.numel() * frames.element_size():
         _convolve_by_columns(frames, weight, out)  # buffers a fraction of the input's: no blocks
         return _finish(out, bias, h, w)
     # Blocks of the transformed input: bands of tile rows over all frames (tiles do not overlap in
     # the transform domain, so bands cost nothing extra); only a clip too long for one tile row
     # is also cut in time, which transforms k - 1 frames twice at each cut.
     if workspace_bytes is None:
-        workspace_bytes = KEPT_KERNEL_WORKSPACE_BYTES if keeps_kernel else WORKSPACE_BYTES
+        workspace_bytes = settings.kept_kernel_workspace_bytes if keeps_kernel else settings.workspace_bytes
     row_bytes = 4 * 36 * b * c_in * tiles_w  # one tile row of one frame
     frames_per_block = min(t_out, max(1, workspace_bytes // row_bytes - (k - 1)))
     rows_per_band = max(1, min(tiles_h, workspace_bytes // (row_bytes * (frames_per_block + k - 1))))
@@ -242,7 +226,7 @@ def winograd_conv3d(frames: Tensor, weight: Tensor, bias: Tensor | None,
     whole_kernel = None
     if len(blocks) > 1 and keeps_kernel:
         whole_kernel = transform_kernel(weight)  # (36, k, C_out, C_in)
-    channels = c_out if whole_kernel is not None else max(1, KERNEL_BLOCK_BYTES // (4 * 36 * k * c_in))
+    channels = c_out if whole_kernel is not None else max(1, settings.kernel_block_bytes // (4 * 36 * k * c_in))
     # Every slice reuses the same buffer: fresh ones paid their page faults again each time
     # (more than half of the transform's time on 768 channels).
     buffer = None if whole_kernel is not None else weight.new_empty(36 * min(channels, c_out) * k * c_in)
