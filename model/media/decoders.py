@@ -18,7 +18,6 @@ from typing import Literal
 import numpy as np
 
 from ..errors import VideoDecodeError
-from .frames import resize_frames
 from .probe import VideoSource, source_stream, unreadable
 
 __all__ = ["AUTO_ORDER", "DecoderName", "available_decoders", "decode_frames", "resolve_decoder"]
@@ -61,12 +60,12 @@ def _pyav(source: VideoSource, indices: list[int], size: tuple[int, int]) -> Fra
 
 def _torchcodec(source: VideoSource, indices: list[int], size: tuple[int, int]) -> Frames:
     from torchcodec.decoders import VideoDecoder
+    from torchcodec.transforms import Resize
 
     data = source if isinstance(source, bytes) else str(source)
-    decoder = VideoDecoder(data, dimension_order="NCHW", num_ffmpeg_threads=1, seek_mode="exact")
-    images = decoder.get_frames_at(indices=indices).data  # (T, 3, h, w) uint8
-    frames = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy())  # (T, h, w, 3)
-    return resize_frames(frames, size[0], size[1], "stretch")  # scaled after decoding
+    decoder = VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact",
+                           transforms=[Resize(size=size)])  # FFmpeg's bilinear scaler, in the decoder
+    return np.ascontiguousarray(decoder.get_frames_at(indices=indices).data.numpy())  # (T, h, w, 3)
 
 
 _BACKENDS: dict[str, tuple[str, Callable[[VideoSource, list[int], tuple[int, int]], Frames]]] = {
