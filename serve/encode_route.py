@@ -8,13 +8,13 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from model.media import Clip, ClipSettings, sample_clips
+from model.media import Clip, ClipSettings, probe_video, sample_clips
 from pipeline.records import clip_key
 
 from .bodies import VIDEO_BODY_TYPES, content_type_of, read_body, video_from_body
 from .engine import EncodeJob, JobResult, LatentEngine
 from .errors import LimitExceeded, UnsupportedMediaType, refusing
-from .request_memory import probe_video_streams
+from .request_memory import stream_size
 from .responses import encode_response
 from .routing import Backend, Stopwatch, body_doc, with_timeout, with_timings
 from .schemas import (
@@ -82,11 +82,12 @@ async def _encode(request: Request, backend: Backend, settings: ServeSettings) -
 
 async def _cut_clips(video: bytes, clip_settings: ClipSettings, settings: ServeSettings) -> list[Clip]:
     """The clips, once the container's header shows the request fits the limits and the memory budget."""
-    stream = await asyncio.to_thread(probe_video_streams, video)
+    info = await asyncio.to_thread(probe_video, video)  # the header, read once
+    stream = stream_size(info)
     check_source_size(stream, settings)
     check_encode_memory(len(video), stream, clip_settings, settings)  # before decoding
     with refusing("these clip settings cannot be applied to this video", LimitExceeded):
-        clips = await asyncio.to_thread(sample_clips, video, clip_settings)
+        clips = await asyncio.to_thread(sample_clips, video, clip_settings, info)
     check_clip_count(len(clips), settings)
     return clips
 

@@ -20,13 +20,21 @@ import math
 from dataclasses import asdict, dataclass
 
 from model.errors import VideoDecodeError
-from model.media import REASON_UNREADABLE, RGB_CHANNELS, frames_per_chunk, probe_video, resize_size
+from model.media import (
+    REASON_UNREADABLE,
+    RGB_CHANNELS,
+    VideoInfo,
+    frames_per_chunk,
+    probe_video,
+    resize_size,
+)
 
 __all__ = [
     "EncodeFootprint",
     "StreamSize",
     "encode_footprint",
     "probe_video_streams",
+    "stream_size",
     "worst_encode_footprint",
 ]
 
@@ -87,7 +95,11 @@ def probe_video_streams(video: bytes) -> StreamSize:
     Raises VideoDecodeError when the bytes do not open, hold no video stream, or a stream does
     not state its size: what the probe cannot bound, the decoder is not given.
     """
-    info = probe_video(video)
+    return stream_size(probe_video(video))
+
+
+def stream_size(info: VideoInfo) -> StreamSize:
+    """The largest frame size over the probed video's streams (see `probe_video_streams`)."""
     if any(h <= 0 or w <= 0 for h, w in info.stream_sizes):
         raise VideoDecodeError(REASON_UNREADABLE, "a video stream does not state its frame size")
     height, width = info.largest_frame_size

@@ -4,7 +4,7 @@ The model's CLI, the pipeline, the service, training and evaluation all turn vid
 here, so one clip gives one latent whichever door it came in by.
 
     probe     what a container holds, from its header (PyAV): frames, rate, every stream's size
-    decoders  decord, torchcodec and PyAV behind one call, scaling in the decoder; `auto` picks
+    decoders  decord, torchcodec and PyAV behind one reader, scaling in the decoder; `auto` picks
     clips     ClipSettings, buckets, which frames make each clip; sample_clips
     frames    crop, uint8 resize, uint8 <-> the model's [-1, 1]
     mp4       frames -> H.264 MP4 bytes
@@ -25,7 +25,15 @@ from .clips import (
     resize_size,
     sample_clips,
 )
-from .decoders import AUTO_ORDER, DecoderName, available_decoders, decode_frames, resolve_decoder
+from .decoders import (
+    AUTO_ORDER,
+    DecoderName,
+    FrameReader,
+    available_decoders,
+    decode_frames,
+    open_frames,
+    resolve_decoder,
+)
 from .frames import (
     RGB_CHANNELS,
     UINT8_MAX,
@@ -51,6 +59,7 @@ __all__ = [
     "Clip",
     "ClipSettings",
     "DecoderName",
+    "FrameReader",
     "ResizeMode",
     "VideoInfo",
     "VideoSource",
@@ -62,6 +71,7 @@ __all__ = [
     "encode_mp4",
     "error_reason",
     "frames_per_chunk",
+    "open_frames",
     "plan_clip_starts",
     "probe_video",
     "resize_frames",

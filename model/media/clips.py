@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from ..errors import VideoDecodeError
-from .decoders import DecoderName, decode_frames, resolve_decoder
+from .decoders import DecoderName, open_frames, resolve_decoder
 from .frames import RGB_CHANNELS, ResizeMode, covering_size, crop_center
-from .probe import VideoSource, probe_video
+from .probe import VideoInfo, VideoSource, probe_video
 
 __all__ = [
     "DECODE_CHUNK_BYTES",
@@ -184,14 +184,15 @@ def frames_per_chunk(scaled_hw: tuple[int, int]) -> int:
     return max(1, DECODE_CHUNK_BYTES // (RGB_CHANNELS * scaled_hw[0] * scaled_hw[1]))
 
 
-def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
+def sample_clips(video: VideoSource, settings: ClipSettings, info: VideoInfo | None = None) -> list[Clip]:
     """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order.
+    `info`: the video's `probe_video`, where the caller read it already.
 
     The frames every clip of the video needs are decoded once, scaled inside the decoder to the
     size that covers the clip (or to the clip's size, for `stretch`), DECODE_CHUNK_BYTES at a
     time, and centre-cropped.
     """
-    info = probe_video(video)
+    info = probe_video(video) if info is None else info
     if info.frame_count == 0:
         raise too_short(0, settings.num_frames)
     stride = settings.stride_for(info.fps)
@@ -208,12 +209,13 @@ def sample_clips(video: VideoSource, settings: ClipSettings) -> list[Clip]:
     scaled = resize_size(info.frame_size, height, width, settings.resize_mode)
     frames = np.empty((len(wanted), height, width, RGB_CHANNELS), np.uint8)  # every frame a clip needs
     step = frames_per_chunk(scaled)
-    for first in range(0, len(wanted), step):
-        chunk = wanted[first : first + step]
-        decoded = decode_frames(video, chunk, scaled, decoder)  # (n, h', w', 3) uint8
-        if decoded.shape[0] != len(chunk):
-            raise too_short(first + decoded.shape[0], len(wanted))
-        frames[first : first + len(chunk)] = crop_center(decoded, height, width)
+    with open_frames(video, scaled, decoder) as reader:  # one pass through the video for all chunks
+        for first in range(0, len(wanted), step):
+            chunk = wanted[first : first + step]
+            decoded = reader.read(chunk)  # (n, h', w', 3) uint8
+            if decoded.shape[0] != len(chunk):
+                raise too_short(first + decoded.shape[0], len(wanted))
+            frames[first : first + len(chunk)] = crop_center(decoded, height, width)
     row = {index: k for k, index in enumerate(wanted)}
 
     def frames_of(span: list[int]) -> np.ndarray:  # (T, H, W, 3): no gathering copy for one clip

@@ -5,22 +5,35 @@ inside the decoder (FFmpeg's bilinear scaler, which filters over the whole footp
 shrinks): the RGB conversion and copies then run at the clip's size, not the source's. decord is
 the fastest where it installs (x86-64); torchcodec ships aarch64 wheels and decodes on NVDEC where
 a GPU is; PyAV installs everywhere FFmpeg does.
+
+A video is opened once (`open_frames`) and read in chunks of ascending indices: decord and
+torchcodec keep their index of the stream, PyAV its place in the stream, so the chunks of a
+video cost one pass through it, not one per chunk.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from ..errors import VideoDecodeError
 from .probe import VideoSource, source_stream, unreadable
 
-__all__ = ["AUTO_ORDER", "DecoderName", "available_decoders", "decode_frames", "resolve_decoder"]
+__all__ = [
+    "AUTO_ORDER",
+    "DecoderName",
+    "FrameReader",
+    "available_decoders",
+    "decode_frames",
+    "open_frames",
+    "resolve_decoder",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,47 +44,93 @@ REASON_NO_DECODER = "no_decoder"
 Frames = np.ndarray  # (T, H, W, 3) uint8
 
 
-def _decord(source: VideoSource, indices: list[int], size: tuple[int, int]) -> Frames:
-    import decord
+class FrameReader(Protocol):
+    """One open video: `read(indices)` gives those frames (any order, repeats allowed) at the
+    reader's size; reads in ascending order cost one pass through the stream."""
 
-    height, width = size
-    reader = decord.VideoReader(source_stream(source), ctx=decord.cpu(0), num_threads=1, width=width, height=height)
-    return reader.get_batch(indices).asnumpy()
+    def read(self, indices: list[int]) -> Frames: ...
+
+    def close(self) -> None: ...
 
 
-def _pyav(source: VideoSource, indices: list[int], size: tuple[int, int]) -> Frames:
-    import av
+class _DecordReader:
+    def __init__(self, source: VideoSource, size: tuple[int, int]) -> None:
+        import decord
 
-    height, width = size
-    wanted = {index: [] for index in indices}  # an index may be asked for more than once
-    last = max(indices)
-    with av.open(source_stream(source)) as container:
-        stream = container.streams.video[0]
+        height, width = size
+        self._reader = decord.VideoReader(source_stream(source), ctx=decord.cpu(0), num_threads=1,
+                                          width=width, height=height)
+
+    def read(self, indices: list[int]) -> Frames:
+        return self._reader.get_batch(indices).asnumpy()
+
+    def close(self) -> None:
+        del self._reader
+
+
+class _TorchcodecReader:
+    def __init__(self, source: VideoSource, size: tuple[int, int]) -> None:
+        from torchcodec.decoders import VideoDecoder
+        from torchcodec.transforms import Resize
+
+        data = source if isinstance(source, bytes) else str(source)
+        self._decoder = VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact",
+                                     transforms=[Resize(size=size)])  # FFmpeg's bilinear scaler, in the decoder
+
+    def read(self, indices: list[int]) -> Frames:
+        return np.ascontiguousarray(self._decoder.get_frames_at(indices=indices).data.numpy())  # (T, h, w, 3)
+
+    def close(self) -> None:
+        del self._decoder
+
+
+class _PyAVReader:
+    """Decodes forward from where the last read stopped; an earlier frame starts the stream again."""
+
+    def __init__(self, source: VideoSource, size: tuple[int, int]) -> None:
+        self._source, self._size = source, size
+        self._container: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        import av
+
+        self.close()
+        self._container = av.open(source_stream(self._source))
+        stream = self._container.streams.video[0]
         stream.thread_type = "NONE"  # CPU time per clip is what counts; parallelism comes from tasks
-        for position, frame in enumerate(container.decode(stream)):
-            if position in wanted:
-                image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
-                wanted[position].append(image.to_ndarray())
-            if position >= last:
+        self._frames = self._container.decode(stream)
+        self._position = 0  # index of the frame `_frames` gives next
+
+    def read(self, indices: list[int]) -> Frames:
+        height, width = self._size
+        if not indices:
+            return np.empty((0, height, width, 3), np.uint8)
+        if min(indices) < self._position:
+            self._open()
+        wanted: dict[int, list[np.ndarray]] = {index: [] for index in indices}
+        last = max(indices)
+        while self._position <= last:
+            frame = next(self._frames, None)
+            if frame is None:  # the stream ended early: the caller sees fewer frames
                 break
-    frames = [image for index in indices for image in wanted[index][:1]]
-    return np.stack(frames) if frames else np.empty((0, height, width, 3), np.uint8)
+            if self._position in wanted:
+                image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
+                wanted[self._position].append(image.to_ndarray())
+            self._position += 1
+        frames = [image for index in indices for image in wanted[index][:1]]
+        return np.stack(frames) if frames else np.empty((0, height, width, 3), np.uint8)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
 
 
-def _torchcodec(source: VideoSource, indices: list[int], size: tuple[int, int]) -> Frames:
-    from torchcodec.decoders import VideoDecoder
-    from torchcodec.transforms import Resize
-
-    data = source if isinstance(source, bytes) else str(source)
-    decoder = VideoDecoder(data, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="exact",
-                           transforms=[Resize(size=size)])  # FFmpeg's bilinear scaler, in the decoder
-    return np.ascontiguousarray(decoder.get_frames_at(indices=indices).data.numpy())  # (T, h, w, 3)
-
-
-_BACKENDS: dict[str, tuple[str, Callable[[VideoSource, list[int], tuple[int, int]], Frames]]] = {
-    "decord": ("decord", _decord),
-    "torchcodec": ("torchcodec", _torchcodec),
-    "pyav": ("av", _pyav),
+_BACKENDS: dict[str, tuple[str, Callable[[VideoSource, tuple[int, int]], FrameReader]]] = {
+    "decord": ("decord", _DecordReader),
+    "torchcodec": ("torchcodec", _TorchcodecReader),
+    "pyav": ("av", _PyAVReader),
 }
 
 
@@ -104,13 +163,42 @@ def resolve_decoder(name: DecoderName) -> str:
     return name
 
 
-def decode_frames(source: VideoSource, indices: list[int], size: tuple[int, int], decoder: DecoderName = "auto") -> Frames:
-    """Frames `indices` (any order, repeats allowed) of `source`'s first video stream at `size` (H, W)."""
-    backend = _BACKENDS[resolve_decoder(decoder)][1]
+class _CheckedReader:
+    """A reader whose library errors become VideoDecodeError (each library raises its own kinds)."""
+
+    def __init__(self, reader: FrameReader) -> None:
+        self._reader = reader
+
+    def read(self, indices: list[int]) -> Frames:
+        try:
+            return self._reader.read(indices)
+        except VideoDecodeError:
+            raise
+        except Exception as error:
+            where = f"frames {min(indices)}..{max(indices)}: " if indices else ""
+            raise unreadable(error, where) from error
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+@contextmanager
+def open_frames(source: VideoSource, size: tuple[int, int], decoder: DecoderName = "auto") -> Iterator[FrameReader]:
+    """`source`'s first video stream, open for reading frames scaled to `size` (H, W) in the decoder."""
+    make = _BACKENDS[resolve_decoder(decoder)][1]
     try:
-        frames = backend(source, indices, size)
+        reader = make(source, size)
     except VideoDecodeError:
         raise
-    except Exception as error:  # each library raises its own kinds
-        raise unreadable(error, f"frames {min(indices)}..{max(indices)}: ") from error
-    return frames
+    except Exception as error:
+        raise unreadable(error) from error
+    try:
+        yield _CheckedReader(reader)
+    finally:
+        reader.close()
+
+
+def decode_frames(source: VideoSource, indices: list[int], size: tuple[int, int], decoder: DecoderName = "auto") -> Frames:
+    """Frames `indices` (any order, repeats allowed) of `source`'s first video stream at `size` (H, W)."""
+    with open_frames(source, size, decoder) as reader:
+        return reader.read(indices)

@@ -22,6 +22,7 @@ from model.media import (
     crop_center,
     decode_frames,
     encode_mp4,
+    open_frames,
     plan_clip_starts,
     probe_video,
     resolve_decoder,
@@ -143,6 +144,20 @@ def test_decoding_in_chunks_gives_the_same_clips(
     assert len(whole) == len(chunked) == 2
     for a, b in zip(whole, chunked, strict=True):
         assert a.frame_indices == b.frame_indices and np.array_equal(a.frames, b.frames)
+
+
+@pytest.mark.parametrize("decoder", AUTO_ORDER)
+def test_one_open_video_reads_chunks_in_any_order(media: dict[str, bytes], decoder: str) -> None:
+    # Ascending chunks go on from where the last stopped; an earlier frame, or a repeat, is
+    # read again: every read equals a fresh decode of the same frames.
+    if decoder not in available_decoders():
+        pytest.skip(f"{decoder} is not installed here")
+    size = (36, 64)
+    with open_frames(media["bunny"], size, decoder) as reader:
+        reads = [(indices, reader.read(indices)) for indices in ([0, 2], [5, 9, 9], [3, 1], [12])]
+    for indices, got in reads:
+        assert got.shape == (len(indices), *size, 3)
+        assert np.array_equal(got, decode_frames(media["bunny"], indices, size, decoder)), indices
 
 
 def test_a_decoder_that_is_not_there_is_named() -> None:
