@@ -84,12 +84,22 @@ class _TorchcodecReader:
         del self._decoder
 
 
+# Frames ahead of PyAV's place beyond which it seeks to the keyframe before them instead of
+# decoding its way there (H.264 keyframes commonly come every 1-10 s; seeking costs a pass over
+# the packets, no decoding, once per video).
+SEEK_AHEAD_FRAMES = 64
+
+
 class _PyAVReader:
-    """Decodes forward from where the last read stopped; an earlier frame starts the stream again."""
+    """Decodes forward from where the last read stopped. A frame far ahead is reached by seeking
+    to the keyframe before it, an earlier one by starting again; after a seek, frames are placed
+    by their presentation timestamps (the stream's packets, sorted, number them as decord does)."""
 
     def __init__(self, source: VideoSource, size: tuple[int, int]) -> None:
         self._source, self._size = source, size
         self._container: Any = None
+        self._keyframes: list[tuple[int, int]] | None = None  # (frame index, pts), ascending
+        self._index_of_pts: dict[int, int] | None = None
         self._open()
 
     def _open(self) -> None:
@@ -97,27 +107,63 @@ class _PyAVReader:
 
         self.close()
         self._container = av.open(source_stream(self._source))
-        stream = self._container.streams.video[0]
-        stream.thread_type = "NONE"  # CPU time per clip is what counts; parallelism comes from tasks
-        self._frames = self._container.decode(stream)
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "NONE"  # CPU time per clip is what counts; parallelism comes from tasks
+        self._frames = self._container.decode(self._stream)
         self._position = 0  # index of the frame `_frames` gives next
+        self._by_pts = False  # frames are counted from 0 until a seek
+
+    def _index(self) -> bool:
+        """Reads the packets' timestamps (no decoding) once; False where they cannot number frames."""
+        if self._keyframes is None:
+            import av
+
+            with av.open(source_stream(self._source)) as container:
+                packets = [(p.pts, p.is_keyframe) for p in container.demux(container.streams.video[0]) if p.size > 0]
+            order = sorted(pts for pts, _ in packets if pts is not None)
+            if len(order) != len(packets) or len(set(order)) != len(order):
+                self._keyframes = []
+                return False
+            self._index_of_pts = {pts: index for index, pts in enumerate(order)}
+            self._keyframes = sorted((self._index_of_pts[pts], pts) for pts, key in packets if key)
+        return bool(self._keyframes)
+
+    def _go_to(self, index: int) -> None:
+        """Places the decoder so that frame `index` comes within reach."""
+        if index < self._position:
+            self._open()
+        if index - self._position <= SEEK_AHEAD_FRAMES or not self._index():
+            return
+        assert self._keyframes is not None
+        before = [(k, pts) for k, pts in self._keyframes if k <= index]
+        if not before or before[-1][0] <= self._position:
+            return  # no keyframe between here and there: decoding on is as fast
+        keyframe, pts = before[-1]
+        self._container.seek(pts, stream=self._stream, backward=True)
+        self._frames = self._container.decode(self._stream)
+        self._position, self._by_pts = keyframe, True
 
     def read(self, indices: list[int]) -> Frames:
         height, width = self._size
         if not indices:
             return np.empty((0, height, width, 3), np.uint8)
-        if min(indices) < self._position:
-            self._open()
+        self._go_to(min(indices))
         wanted: dict[int, list[np.ndarray]] = {index: [] for index in indices}
         last = max(indices)
         while self._position <= last:
             frame = next(self._frames, None)
             if frame is None:  # the stream ended early: the caller sees fewer frames
                 break
-            if self._position in wanted:
+            position = self._position
+            if self._by_pts:
+                assert self._index_of_pts is not None
+                position = self._index_of_pts.get(frame.pts, -1)
+                if position < self._position:  # before the frames asked for (or not in the index)
+                    continue
+            if position in wanted:
                 image = frame.reformat(width=width, height=height, format="rgb24", interpolation="BILINEAR")
-                wanted[self._position].append(image.to_ndarray())
-            self._position += 1
+                wanted[position].append(image.to_ndarray())
+            self._position = position + 1
         frames = [image for index in indices for image in wanted[index][:1]]
         return np.stack(frames) if frames else np.empty((0, height, width, 3), np.uint8)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,7 @@ from model.media import (
     to_model_input,
 )
 from model.media import clips as clips_module
+from model.media import decoders as decoders_module
 
 TINY = {"num_frames": 9, "height": 64, "width": 64}
 
@@ -158,6 +161,42 @@ def test_one_open_video_reads_chunks_in_any_order(media: dict[str, bytes], decod
     for indices, got in reads:
         assert got.shape == (len(indices), *size, 3)
         assert np.array_equal(got, decode_frames(media["bunny"], indices, size, decoder)), indices
+
+
+def _short_gop(path: Path, frames: int, size: tuple[int, int], keyint: int) -> bytes:
+    """Real footage re-encoded with a keyframe every `keyint` frames (B-frames kept)."""
+    import av
+
+    height, width = size
+    with av.open(str(path)) as source:
+        images = [f.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                  for _, f in zip(range(frames), source.decode(video=0), strict=False)]
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        stream.options = {"crf": "18", "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
+        for image in images:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def test_pyav_seeks_to_the_keyframe_before_a_far_frame_and_gives_the_same_frames(
+    sample_videos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video, size = _short_gop(sample_videos["bigbuckbunny"], 132, (72, 128), keyint=8), (72, 128)
+    reads = [[40, 41, 60], [100, 131], [5, 6], [129]]  # far ahead, then back, then far again
+    monkeypatch.setattr(decoders_module, "SEEK_AHEAD_FRAMES", 1 << 30)  # never seek: decode on
+    expected = [decode_frames(video, indices, size, "pyav") for indices in reads]
+    monkeypatch.setattr(decoders_module, "SEEK_AHEAD_FRAMES", 0)  # seek wherever a keyframe is nearer
+    with open_frames(video, size, "pyav") as reader:
+        got = [reader.read(indices) for indices in reads]
+        assert reader._reader._by_pts  # the last read came after a seek
+    for indices, a, b in zip(reads, got, expected, strict=True):
+        assert np.array_equal(a, b), indices
+    if "decord" in available_decoders():  # decord numbers frames the same way
+        assert _psnr(got[1], decode_frames(video, reads[1], size, "decord")) >= BACKENDS_AGREE_DB
 
 
 def test_a_decoder_that_is_not_there_is_named() -> None:
