@@ -19,6 +19,7 @@ from pipeline.progress import StageCounts
 
 __all__ = [
     "CPU_DECODE_CPUS_PER_ENCODER",
+    "ENCODE_BOUND_MIN_WAIT_S",
     "GPU_DECODE_CPUS_PER_ENCODER",
     "DecodeSizing",
     "StageBalance",
@@ -48,6 +49,10 @@ DECODE_BOUND_IDLE_SHARE = 0.25
 # default 2 x max_concurrency 1), so a fed encoder's clips wait up to about 2 batches by design;
 # twice that means a standing queue of decoded clips: the decode stage could be smaller.
 ENCODE_BOUND_WAIT_BATCHES = 4.0
+# And at least this long: handing a block from a decode task to an actor takes Ray Data up to
+# ~0.15 s (clips of decode-bound test runs waited 0.03-0.15 s with the encoder ~90% idle, on the
+# 2-core machine), many "batches" of a model that encodes a batch in milliseconds.
+ENCODE_BOUND_MIN_WAIT_S = 0.5
 
 Verdict = Literal["decode-bound", "encode-bound", "balanced"]
 
@@ -103,8 +108,8 @@ class StageBalance(BaseModel):
 def stage_balance(counts: StageCounts) -> StageBalance:
     """The verdict from the encoders' sums: decode-bound when they sat idle between batches for
     `DECODE_BOUND_IDLE_SHARE` of their time or more; else encode-bound when a decoded clip waited
-    on average `ENCODE_BOUND_WAIT_BATCHES` of an encoder's batches or more; else balanced. None
-    when no encoder finished a batch."""
+    on average `ENCODE_BOUND_WAIT_BATCHES` of an encoder's batches or more, and at least
+    `ENCODE_BOUND_MIN_WAIT_S`; else balanced. None when no encoder finished a batch."""
     busy_s, idle_s, batches = counts.encode_busy_s, counts.encode_waited_s, counts.encode_batches
     clip_wait_s, clips_waited = counts.clip_wait_s, counts.clips_waited
     worked = busy_s + idle_s
@@ -115,7 +120,11 @@ def stage_balance(counts: StageCounts) -> StageBalance:
     verdict: Verdict | None = None
     if idle_share is not None and idle_share >= DECODE_BOUND_IDLE_SHARE:
         verdict = "decode-bound"
-    elif wait_batches is not None and wait_batches >= ENCODE_BOUND_WAIT_BATCHES:
+    elif (
+        wait_batches is not None
+        and wait_batches >= ENCODE_BOUND_WAIT_BATCHES
+        and mean_wait >= ENCODE_BOUND_MIN_WAIT_S
+    ):
         verdict = "encode-bound"
     elif idle_share is not None:
         verdict = "balanced"

@@ -17,6 +17,7 @@ from model import DtypeChoice, choose_dtype
 from model.errors import ConfigError
 from pipeline.balance import (
     DECODE_BOUND_IDLE_SHARE,
+    ENCODE_BOUND_MIN_WAIT_S,
     ENCODE_BOUND_WAIT_BATCHES,
     Verdict,
     decode_tasks,
@@ -113,8 +114,9 @@ class RunSummary(BaseModel):
     stage_balance: Verdict | None = Field(
         default=None,
         description=f"decode-bound (encode_idle_share >= {DECODE_BOUND_IDLE_SHARE}), else "
-        f"encode-bound (decode_wait_batches >= {ENCODE_BOUND_WAIT_BATCHES:g}), else balanced; "
-        "None when nothing was encoded",
+        f"encode-bound (decode_wait_batches >= {ENCODE_BOUND_WAIT_BATCHES:g} and "
+        f"decode_waited_on_encode_s >= {ENCODE_BOUND_MIN_WAIT_S:g}), else balanced; None when "
+        "nothing was encoded",
     )
 
     def steady_clips_per_s(self) -> float | None:
@@ -253,7 +255,8 @@ def build_dataset(
     parts in tasks) -> one small record per part, the only thing the driver receives."""
     import ray
 
-    ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = settings.progress_bars
     pool = settings.encoder_pool(gpus)
     side = side_concurrency(settings, cluster_cpus, pool[1])
     decode = decode_tasks(
@@ -285,6 +288,7 @@ def build_dataset(
             "model_id": encoder.model_id,
             "latent_kind": encoder.latent_kind,
             "board": board,
+            "block_bytes": context.target_max_block_size,
         },
         compute=ray.data.TaskPoolStrategy(size=decode.tasks),
         num_cpus=settings.read_num_cpus,

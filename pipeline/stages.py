@@ -154,10 +154,19 @@ def read_and_decode(
     model_id: str,
     latent_kind: str,
     board: Any = None,
+    block_bytes: int | None = None,
 ) -> Iterator[pa.Table]:
-    """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`."""
+    """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`.
+
+    Rows leave in tables of `block_bytes` (Ray Data's target_max_block_size; None: each call's
+    rows in one) and the end of the call: Ray Data would hold smaller ones in its block buffer
+    until then anyway, and so each row's `decoded_at` is when its block left this task, which
+    the encoder's measure of the clips' wait needs (not the time the block took to fill).
+    """
     storage_settings = StorageSettings.model_validate(storage)
     clip = ClipSettings.model_validate(clip_settings)
+    pending: list[pa.Table] = []
+    pending_bytes = 0
     for row in batch.to_pylist():
         unit = WorkUnit.from_row(row)
         started = time.process_time()
@@ -183,8 +192,14 @@ def read_and_decode(
                 errors=dict(Counter(reasons)),
                 cpu_s=cpu_s,
             )
-            yield _stamped(table)
+            pending.append(table)
+            pending_bytes += table.nbytes
+            if block_bytes is not None and pending_bytes >= block_bytes:
+                yield _stamped(pa.concat_tables(pending))
+                pending, pending_bytes = [], 0
             started = time.process_time()  # not the time the consumer held the generator
+    if pending:
+        yield _stamped(pa.concat_tables(pending))
 
 
 class EncodeStage:
@@ -192,7 +207,8 @@ class EncodeStage:
 
     It also reports how long it waited on the decode stage (idle from the end of one call to the
     start of the next; until its first call, separately, as start-up) and how long its clips
-    waited on it (the call's start less each clip's `decoded_at`): `pipeline.balance`.
+    waited on it (the call's start less each clip's `decoded_at`, or less the end of this
+    actor's start-up where that is later): `pipeline.balance`.
     """
 
     def __init__(
@@ -206,7 +222,9 @@ class EncodeStage:
         self.batch_size = batch_size
         self.latent_dtype = latent_dtype
         self.board = board
-        self.ready_at = time.perf_counter()  # model loaded: from here on it waits for clips
+        # Model loaded: from here on it waits for clips, and clips wait for it. Wall clock too,
+        # to compare with the clips' decoded_at.
+        self.ready_at, self.ready_wall = time.perf_counter(), time.time()
         self.last_done: float | None = None
 
     def _waits(self, batch: pa.Table, started: float) -> dict[str, Any]:
@@ -225,8 +243,10 @@ class EncodeStage:
             )
             if kind == "clip" and stamp  # 0 or null: not stamped (a row built by hand)
         ]
-        # max(0, ...): the decode task may run on another node, its clock a little ahead
-        waits["clip_wait_s"] = sum(max(0.0, now - stamp) for stamp in stamps)
+        # From decoded or from this encoder's start-up end, whichever is later: clips decoded
+        # while the pool starts wait on start-up, not on encoding. max(0, ...): the decode task
+        # may run on another node, its clock a little ahead.
+        waits["clip_wait_s"] = sum(max(0.0, now - max(stamp, self.ready_wall)) for stamp in stamps)
         waits["clips_waited"] = len(stamps)
         return waits
 
