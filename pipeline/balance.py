@@ -19,10 +19,13 @@ from pipeline.progress import StageCounts
 
 __all__ = [
     "CPU_DECODE_CPUS_PER_ENCODER",
+    "DECODE_BOUND_IDLE_SHARE",
     "ENCODE_BOUND_MIN_WAIT_S",
+    "ENCODE_BOUND_WAIT_BATCHES",
     "GPU_DECODE_CPUS_PER_ENCODER",
     "DecodeSizing",
     "StageBalance",
+    "Verdict",
     "decode_tasks",
     "stage_balance",
 ]
