@@ -34,7 +34,9 @@ __all__ = [
 DECODE_S_PER_CLIP = 0.140  # one core, 1280x720 H.264, decord, the whole clip path
 # ("Clip decoding", benchmarks/clip_decode.py, 2026-12-03; 1080p 396 ms, 360p 84 ms; PyAV +10%)
 GPU_ENCODE_S_PER_CLIP = 0.0167  # one H200, bf16 ("On a GPU", 2026-11-26)
-CPU_ENCODE_S_PER_CORE_CLIP = 4.16  # CPU seconds, bf16, AMX CPU ("bf16 on CPUs with AMX", 2026-12-03)
+CPU_ENCODE_S_PER_CORE_CLIP = (
+    4.16  # CPU seconds, bf16, AMX CPU ("bf16 on CPUs with AMX", 2026-12-03)
+)
 
 # Decode cores one encoder consumes = decode seconds per clip / encode seconds per clip.
 # GPU: 0.140 / 0.0167 = 8.4 cores per H200, rounded up so that 720p sources keep it fed.
@@ -42,7 +44,9 @@ GPU_DECODE_CPUS_PER_ENCODER = float(math.ceil(DECODE_S_PER_CLIP / GPU_ENCODE_S_P
 # CPU: 0.140 / 4.16 = 0.034 cores per encoder CPU: far under one, so one task per encoder. A
 # decode task decodes one unit at a time, so fewer tasks than encoders would leave encoders
 # waiting while units start; an idle one costs nothing (read tasks reserve no CPU by default).
-CPU_DECODE_CPUS_PER_ENCODER = float(max(1, math.ceil(DECODE_S_PER_CLIP / CPU_ENCODE_S_PER_CORE_CLIP)))
+CPU_DECODE_CPUS_PER_ENCODER = float(
+    max(1, math.ceil(DECODE_S_PER_CLIP / CPU_ENCODE_S_PER_CORE_CLIP))
+)
 
 # The verdict's thresholds (`stage_balance`):
 # An encoder that is kept fed still waits between batches while Ray Data hands it the next block
@@ -112,11 +116,13 @@ def stage_balance(counts: StageCounts) -> StageBalance:
     """The verdict from the encoders' sums: decode-bound when they sat idle between batches for
     `DECODE_BOUND_IDLE_SHARE` of their time or more; else encode-bound when a decoded clip waited
     on average `ENCODE_BOUND_WAIT_BATCHES` of an encoder's batches or more, and at least
-    `ENCODE_BOUND_MIN_WAIT_S`; else balanced. None when no encoder finished a batch."""
+    `ENCODE_BOUND_MIN_WAIT_S`; else balanced. Without a second batch on any encoder there is no
+    idle time to judge: encode-bound by the waits, else None."""
     busy_s, idle_s, batches = counts.encode_busy_s, counts.encode_waited_s, counts.encode_batches
     clip_wait_s, clips_waited = counts.clip_wait_s, counts.clips_waited
     worked = busy_s + idle_s
-    idle_share = idle_s / worked if worked > 0 else None
+    second_batches = batches - counts.encode_actors  # calls that followed one on their actor
+    idle_share = idle_s / worked if worked > 0 and second_batches > 0 else None
     mean_wait = clip_wait_s / clips_waited if clips_waited else 0.0
     batch_s = busy_s / batches if batches else 0.0
     wait_batches = mean_wait / batch_s if clips_waited and batch_s > 0 else None

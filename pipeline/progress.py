@@ -52,6 +52,7 @@ class StageCounts(BaseModel):
     cpu_s: float = 0.0  # CPU time of the stages' calls (their processes, every thread)
     gpu_s: float = 0.0  # wall time of the encoders' model calls on a GPU
     # Decode against encode (pipeline.balance), summed over encoder actors and their calls:
+    encode_actors: int = 0  # encoder actors that received a batch (restarted ones count again)
     encode_batches: int = 0
     encode_busy_s: float = 0.0  # wall time in the encoders' calls, on any device
     encode_first_wait_s: float = 0.0  # from model loaded to first call: start-up

@@ -105,7 +105,9 @@ class RunSummary(BaseModel):
         "on encode (wall clocks of the decode task and the encoder, which may be two nodes)",
     )
     encode_idle_share: float | None = Field(
-        default=None, description="encode_waited_on_decode_s / (it + encode_busy_s)"
+        default=None,
+        description="encode_waited_on_decode_s / (it + encode_busy_s); None before any "
+        "encoder's second batch",
     )
     decode_wait_batches: float | None = Field(
         default=None,
@@ -115,8 +117,8 @@ class RunSummary(BaseModel):
         default=None,
         description=f"decode-bound (encode_idle_share >= {DECODE_BOUND_IDLE_SHARE}), else "
         f"encode-bound (decode_wait_batches >= {ENCODE_BOUND_WAIT_BATCHES:g} and "
-        f"decode_waited_on_encode_s >= {ENCODE_BOUND_MIN_WAIT_S:g}), else balanced; None when "
-        "nothing was encoded",
+        f"decode_waited_on_encode_s >= {ENCODE_BOUND_MIN_WAIT_S:g}), else balanced; None "
+        "when no encoder had a second batch (no idle time to judge) and the waits are short",
     )
 
     def steady_clips_per_s(self) -> float | None:

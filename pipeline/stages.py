@@ -230,7 +230,10 @@ class EncodeStage:
     def _waits(self, batch: pa.Table, started: float) -> dict[str, Any]:
         """This call's wait for its batch (start-up for the first call) and its clips' waits."""
         if self.last_done is None:
-            waits: dict[str, Any] = {"encode_first_wait_s": started - self.ready_at}
+            waits: dict[str, Any] = {
+                "encode_first_wait_s": started - self.ready_at,
+                "encode_actors": 1,
+            }
         else:
             waits = {"encode_waited_s": started - self.last_done}
         now = time.time()

@@ -42,7 +42,15 @@ def test_the_defaults_follow_from_the_measured_costs() -> None:
         (None, None, 2, 30, False, 2, "2 encoders x 1 CPU per encoder (default for CPU"),
         (None, 0.7, 10, 100, False, 7, "x 0.7 CPUs per encoder (decode_cpus_per_encoder)"),
         (None, 0.5, 3, 100, True, 2, "3 encoders x 0.5"),  # 1.5 tasks: rounded up
-        (None, 4.0, 1, 0, False, 1, "capped by the CPUs encoders leave: 1"),  # always at least one task
+        (
+            None,
+            4.0,
+            1,
+            0,
+            False,
+            1,
+            "capped by the CPUs encoders leave: 1",
+        ),  # always at least one task
         (40, 4.0, 8, 16, True, 40, "read_concurrency"),  # the explicit cap wins, uncapped
     ],
 )
@@ -72,24 +80,57 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
     ("counts", "verdict"),
     [
         # encoders idle half their time between batches
-        (dict(encode_busy_s=10, encode_waited_s=10, encode_batches=10), "decode-bound"),
+        (
+            dict(encode_busy_s=10, encode_waited_s=10, encode_actors=1, encode_batches=10),
+            "decode-bound",
+        ),
         # fed (idle 5%), clips waited 10 batches of 1 s
         (
-            dict(encode_busy_s=19, encode_waited_s=1, encode_batches=19, clip_wait_s=190,
-                 clips_waited=19),
+            dict(
+                encode_busy_s=19,
+                encode_waited_s=1,
+                encode_actors=1,
+                encode_batches=19,
+                clip_wait_s=190,
+                clips_waited=19,
+            ),
             "encode-bound",
         ),
         # fed, clips waited 10 batches, but of 10 ms: Ray Data's hand-off, not a queue
         (
-            dict(encode_busy_s=0.19, encode_waited_s=0.01, encode_batches=19, clip_wait_s=1.9,
-                 clips_waited=19),
+            dict(
+                encode_busy_s=0.19,
+                encode_waited_s=0.01,
+                encode_actors=1,
+                encode_batches=19,
+                clip_wait_s=1.9,
+                clips_waited=19,
+            ),
             "balanced",
         ),
         # fed, and clips waited one batch: neither stage held the other up
         (
-            dict(encode_busy_s=19, encode_waited_s=1, encode_batches=19, clip_wait_s=19,
-                 clips_waited=19),
+            dict(
+                encode_busy_s=19,
+                encode_waited_s=1,
+                encode_actors=1,
+                encode_batches=19,
+                clip_wait_s=19,
+                clips_waited=19,
+            ),
             "balanced",
+        ),
+        # one batch per encoder: no idle time to judge, and a short wait
+        (
+            dict(encode_busy_s=2, encode_actors=2, encode_batches=2, clip_wait_s=1, clips_waited=8),
+            None,
+        ),
+        # one batch per encoder, but its clips waited 8 batches: encode-bound all the same
+        (
+            dict(
+                encode_busy_s=2, encode_actors=2, encode_batches=2, clip_wait_s=64, clips_waited=8
+            ),
+            "encode-bound",
         ),
         (dict(), None),  # nothing encoded: no verdict
     ],
@@ -97,7 +138,7 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
 def test_the_verdict_rule(counts: dict[str, Any], verdict: str | None) -> None:
     balance = stage_balance(StageCounts(**counts))
     assert balance.stage_balance == verdict
-    if counts:
+    if counts.get("encode_waited_s"):
         assert balance.encode_idle_share == pytest.approx(
             counts["encode_waited_s"] / (counts["encode_busy_s"] + counts["encode_waited_s"])
         )
