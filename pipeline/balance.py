@@ -121,8 +121,8 @@ def stage_balance(counts: StageCounts) -> StageBalance:
     busy_s, idle_s, batches = counts.encode_busy_s, counts.encode_waited_s, counts.encode_batches
     clip_wait_s, clips_waited = counts.clip_wait_s, counts.clips_waited
     worked = busy_s + idle_s
-    second_batches = batches - counts.encode_actors  # calls that followed one on their actor
-    idle_share = idle_s / worked if worked > 0 and second_batches > 0 else None
+    second_calls = counts.encode_calls - counts.encode_actors  # calls after one on their actor
+    idle_share = idle_s / worked if worked > 0 and second_calls > 0 else None
     mean_wait = clip_wait_s / clips_waited if clips_waited else 0.0
     batch_s = busy_s / batches if batches else 0.0
     wait_batches = mean_wait / batch_s if clips_waited and batch_s > 0 else None

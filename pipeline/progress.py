@@ -53,7 +53,8 @@ class StageCounts(BaseModel):
     gpu_s: float = 0.0  # wall time of the encoders' model calls on a GPU
     # Decode against encode (pipeline.balance), summed over encoder actors and their calls:
     encode_actors: int = 0  # encoder actors that received a batch (restarted ones count again)
-    encode_batches: int = 0
+    encode_calls: int = 0
+    encode_batches: int = 0  # calls with clips (not only unit-end or error rows)
     encode_busy_s: float = 0.0  # wall time in the encoders' calls, on any device
     encode_first_wait_s: float = 0.0  # from model loaded to first call: start-up
     encode_waited_s: float = 0.0  # from the end of one call to the start of the next

@@ -111,7 +111,7 @@ class RunSummary(BaseModel):
     )
     decode_wait_batches: float | None = Field(
         default=None,
-        description="decode_waited_on_encode_s / an encoder's mean seconds per batch",
+        description="decode_waited_on_encode_s / an encoder's mean seconds per batch of clips",
     )
     stage_balance: Verdict | None = Field(
         default=None,
@@ -130,16 +130,19 @@ class RunSummary(BaseModel):
     def table(self) -> str:
         """A short human-readable report (for logs and the CLI)."""
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.errors_by_reason.items())) or "none"
+        balance = ""
+        if self.stage_balance:
+            idle = self.encode_idle_share
+            balance = (
+                f"; {self.stage_balance} ("
+                + (f"encoders idle {idle:.0%} between batches, " if idle is not None else "")
+                + f"clips waited {self.decode_waited_on_encode_s:.2f}s for an encoder)"
+            )
         return (
             f"units {self.units_processed} processed, {self.units_skipped} skipped "
             f"(of {self.units_total}); samples {self.samples}; clips {self.clips}; "
             f"errors {self.errors} ({reasons}); {self.seconds:.1f}s; {self.clips_per_s:.2f} clips/s"
-            + (
-                f"; {self.stage_balance} (encoders idle {self.encode_idle_share:.0%} between "
-                f"batches, clips waited {self.decode_waited_on_encode_s:.2f}s for an encoder)"
-                if self.stage_balance and self.encode_idle_share is not None
-                else ""
-            )
+            f"{balance}"
         )
 
 

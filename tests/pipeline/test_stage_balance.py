@@ -81,7 +81,13 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
     [
         # encoders idle half their time between batches
         (
-            dict(encode_busy_s=10, encode_waited_s=10, encode_actors=1, encode_batches=10),
+            dict(
+                encode_busy_s=10,
+                encode_waited_s=10,
+                encode_actors=1,
+                encode_calls=10,
+                encode_batches=10,
+            ),
             "decode-bound",
         ),
         # fed (idle 5%), clips waited 10 batches of 1 s
@@ -90,6 +96,7 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
                 encode_busy_s=19,
                 encode_waited_s=1,
                 encode_actors=1,
+                encode_calls=19,
                 encode_batches=19,
                 clip_wait_s=190,
                 clips_waited=19,
@@ -102,6 +109,7 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
                 encode_busy_s=0.19,
                 encode_waited_s=0.01,
                 encode_actors=1,
+                encode_calls=19,
                 encode_batches=19,
                 clip_wait_s=1.9,
                 clips_waited=19,
@@ -114,6 +122,7 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
                 encode_busy_s=19,
                 encode_waited_s=1,
                 encode_actors=1,
+                encode_calls=19,
                 encode_batches=19,
                 clip_wait_s=19,
                 clips_waited=19,
@@ -122,13 +131,25 @@ def test_decode_cpus_per_encoder_is_a_positive_setting() -> None:
         ),
         # one batch per encoder: no idle time to judge, and a short wait
         (
-            dict(encode_busy_s=2, encode_actors=2, encode_batches=2, clip_wait_s=1, clips_waited=8),
+            dict(
+                encode_busy_s=2,
+                encode_actors=2,
+                encode_calls=2,
+                encode_batches=2,
+                clip_wait_s=1,
+                clips_waited=8,
+            ),
             None,
         ),
         # one batch per encoder, but its clips waited 8 batches: encode-bound all the same
         (
             dict(
-                encode_busy_s=2, encode_actors=2, encode_batches=2, clip_wait_s=64, clips_waited=8
+                encode_busy_s=2,
+                encode_actors=2,
+                encode_calls=2,
+                encode_batches=2,
+                clip_wait_s=64,
+                clips_waited=8,
             ),
             "encode-bound",
         ),
