@@ -102,8 +102,10 @@ def test_stage_counters_reach_ray_metrics(reference_run: tuple[Any, Any]) -> Non
     text = ""
     while time.monotonic() < deadline:
         text = scrape()
-        if all(total(text, m, **dict([t])) >= summary.clips for m, t in wanted) and total(
-            text, "wfvae_pipeline_errors", stage="decode", reason="unreadable"
+        if (
+            all(total(text, m, **dict([t])) >= summary.clips for m, t in wanted)
+            and total(text, "wfvae_pipeline_errors", stage="decode", reason="unreadable")
+            and total(text, "wfvae_pipeline_encode_busy_s", stage="encode")
         ):
             break
         time.sleep(2)
@@ -111,3 +113,5 @@ def test_stage_counters_reach_ray_metrics(reference_run: tuple[Any, Any]) -> Non
         assert total(text, metric, **dict([tag])) >= summary.clips, metric
     assert total(text, "wfvae_pipeline_errors", stage="decode", reason="unreadable") >= 2
     assert total(text, "wfvae_pipeline_bytes_written") > 0
+    # the encoders' time, for the share of it spent waiting on decode (encode_waited_s)
+    assert total(text, "wfvae_pipeline_encode_busy_s", stage="encode") > 0
