@@ -51,6 +51,15 @@ class StageCounts(BaseModel):
     bytes_written: int = 0
     cpu_s: float = 0.0  # CPU time of the stages' calls (their processes, every thread)
     gpu_s: float = 0.0  # wall time of the encoders' model calls on a GPU
+    # Decode against encode (pipeline.balance), summed over encoder actors and their calls:
+    encode_actors: int = 0  # encoder actors that received a batch (restarted ones count again)
+    encode_calls: int = 0
+    encode_batches: int = 0  # calls with clips (not only unit-end or error rows)
+    encode_busy_s: float = 0.0  # wall time in the encoders' calls, on any device
+    encode_first_wait_s: float = 0.0  # from model loaded to first call: start-up
+    encode_waited_s: float = 0.0  # from the end of one call to the start of the next
+    clip_wait_s: float = 0.0  # clip rows' time from decoded (`decoded_at`) to an encoder's call
+    clips_waited: int = 0  # the clip rows clip_wait_s covers
 
 
 class PipelineStalledError(RuntimeError):
@@ -99,6 +108,15 @@ def create_board() -> Any:  # ray.actor.ActorHandle
 
 
 _METRICS: dict[str, Any] = {}
+METRIC_COUNTS = {  # StageCounts fields exported as counters, tagged with the stage
+    **{
+        name: f"{name.replace('_', ' ')} by the pipeline"
+        for name in ("clips_read", "clips_encoded", "clips_written", "bytes_written", "cpu_s")
+    },
+    "encode_busy_s": "seconds the encoder actors spent in their calls",
+    "encode_waited_s": "seconds the encoder actors sat idle between batches, waiting on decode",
+    "clip_wait_s": "seconds decoded clips waited for an encoder, summed over clips",
+}
 
 
 def _metric(name: str, description: str, tags: tuple[str, ...] = ()) -> Any:
@@ -114,11 +132,9 @@ def report(board: Any, stage: str, **counts: Any) -> None:
     if board is not None:
         board.add.remote(**counts)
     try:
-        for name in ("clips_read", "clips_encoded", "clips_written", "bytes_written", "cpu_s"):
+        for name, description in METRIC_COUNTS.items():
             if counts.get(name):
-                _metric(name, f"{name.replace('_', ' ')} by the pipeline", ("stage",)).inc(
-                    counts[name], tags={"stage": stage}
-                )
+                _metric(name, description, ("stage",)).inc(counts[name], tags={"stage": stage})
         for key, n in counts.get("errors", {}).items():
             where, _, reason = key.partition(":")
             errors = _metric("errors", "error rows, by stage and reason", ("stage", "reason"))

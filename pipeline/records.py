@@ -58,8 +58,14 @@ TRANSIT_SCHEMA = pa.schema(
         ("stage", pa.string()),
         ("reason", pa.string()),
         ("message", pa.string()),
+        # time.time() when the decode task handed the row on: the encoder measures how long it
+        # waited (wall clocks, comparable across NTP-synced nodes; monotonic clocks are not)
+        ("decoded_at", pa.float64()),
     ]
 )
+
+# Transit-only columns: the encoder consumes them
+ENCODER_INPUT_COLUMNS = ("frames", "frames_shape", "decoded_at")
 
 LATENT_COLUMNS = [
     ("latent", pa.binary()),
@@ -68,7 +74,7 @@ LATENT_COLUMNS = [
 ]
 
 ENCODED_SCHEMA = pa.schema(
-    [f for f in TRANSIT_SCHEMA if f.name not in ("frames", "frames_shape")]
+    [f for f in TRANSIT_SCHEMA if f.name not in ENCODER_INPUT_COLUMNS]
     + [pa.field(n, t) for n, t in LATENT_COLUMNS]
 )
 

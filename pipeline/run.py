@@ -15,6 +15,14 @@ from pydantic import BaseModel, Field
 
 from model import DtypeChoice, choose_dtype
 from model.errors import ConfigError
+from pipeline.balance import (
+    DECODE_BOUND_IDLE_SHARE,
+    ENCODE_BOUND_MIN_WAIT_S,
+    ENCODE_BOUND_WAIT_BATCHES,
+    Verdict,
+    decode_tasks,
+    stage_balance,
+)
 from pipeline.committer import UnitCommitter
 from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity
 from pipeline.manifest import (
@@ -77,6 +85,41 @@ class RunSummary(BaseModel):
     )
     cpu_seconds_per_1000_clips: float | None = None
     gpu_seconds_per_1000_clips: float | None = None
+    # Decode against encode (pipeline.balance): which stage held the other up.
+    encode_busy_s: float = Field(
+        default=0.0, description="wall time of the encoder actors' calls, summed over actors"
+    )
+    encode_startup_wait_s: float = Field(
+        default=0.0,
+        description="encoder actors' wait from model loaded to their first batch, summed "
+        "(start-up: not in the verdict)",
+    )
+    encode_waited_on_decode_s: float = Field(
+        default=0.0,
+        description="encoder actors' idle time between one batch and the next, summed over "
+        "actors: encode waiting on decode",
+    )
+    decode_waited_on_encode_s: float = Field(
+        default=0.0,
+        description="mean time a decoded clip waited before an encoder took it: decode waiting "
+        "on encode (wall clocks of the decode task and the encoder, which may be two nodes)",
+    )
+    encode_idle_share: float | None = Field(
+        default=None,
+        description="encode_waited_on_decode_s / (it + encode_busy_s); None before any "
+        "encoder's second batch",
+    )
+    decode_wait_batches: float | None = Field(
+        default=None,
+        description="decode_waited_on_encode_s / an encoder's mean seconds per batch of clips",
+    )
+    stage_balance: Verdict | None = Field(
+        default=None,
+        description=f"decode-bound (encode_idle_share >= {DECODE_BOUND_IDLE_SHARE}), else "
+        f"encode-bound (decode_wait_batches >= {ENCODE_BOUND_WAIT_BATCHES:g} and "
+        f"decode_waited_on_encode_s >= {ENCODE_BOUND_MIN_WAIT_S:g}), else balanced; None "
+        "when no encoder had a second batch (no idle time to judge) and the waits are short",
+    )
 
     def steady_clips_per_s(self) -> float | None:
         """Clips/s after start-up (actor spawn, model load, first batch): the rate a long job sees."""
@@ -87,10 +130,19 @@ class RunSummary(BaseModel):
     def table(self) -> str:
         """A short human-readable report (for logs and the CLI)."""
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.errors_by_reason.items())) or "none"
+        balance = ""
+        if self.stage_balance:
+            idle = self.encode_idle_share
+            balance = (
+                f"; {self.stage_balance} ("
+                + (f"encoders idle {idle:.0%} between batches, " if idle is not None else "")
+                + f"clips waited {self.decode_waited_on_encode_s:.2f}s for an encoder)"
+            )
         return (
             f"units {self.units_processed} processed, {self.units_skipped} skipped "
             f"(of {self.units_total}); samples {self.samples}; clips {self.clips}; "
             f"errors {self.errors} ({reasons}); {self.seconds:.1f}s; {self.clips_per_s:.2f} clips/s"
+            f"{balance}"
         )
 
 
@@ -180,7 +232,8 @@ def _cluster_gpus() -> float:
 
 
 def side_concurrency(settings: PipelineSettings, cluster_cpus: float, encoders: int) -> int:
-    """Default cap on read (and write) tasks at once: the CPUs the encoders leave, at least 1."""
+    """The CPUs the encoders leave, at least 1: the default cap on write tasks at once, and the
+    cap on read/decode tasks (`pipeline.balance.decode_tasks`)."""
     return max(1, int(cluster_cpus - encoders * settings.encoder_num_cpus))
 
 
@@ -207,13 +260,23 @@ def build_dataset(
     parts in tasks) -> one small record per part, the only thing the driver receives."""
     import ray
 
-    ray.data.DataContext.get_current().enable_progress_bars = settings.progress_bars
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = settings.progress_bars
     pool = settings.encoder_pool(gpus)
     side = side_concurrency(settings, cluster_cpus, pool[1])
+    decode = decode_tasks(
+        settings.read_concurrency,
+        settings.decode_cpus_per_encoder,
+        encoders=pool[1],
+        free_cpus=side,
+        gpu_encoders=gpus > 0,
+    )
     log.info(
-        "encoders: %s; read and write tasks at once: %d and %d",
+        "encoders: %s on %s; read/decode tasks at once: %d (%s); write tasks: %d",
         f"{pool[0]}" if pool[0] == pool[1] else f"{pool[0]}-{pool[1]} (autoscaling)",
-        settings.read_concurrency or side,
+        "GPUs" if gpus else "CPUs",
+        decode.tasks,
+        decode.reason,
         settings.write_concurrency or side,
     )
     dataset = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
@@ -230,8 +293,9 @@ def build_dataset(
             "model_id": encoder.model_id,
             "latent_kind": encoder.latent_kind,
             "board": board,
+            "block_bytes": context.target_max_block_size,
         },
-        compute=ray.data.TaskPoolStrategy(size=settings.read_concurrency or side),
+        compute=ray.data.TaskPoolStrategy(size=decode.tasks),
         num_cpus=settings.read_num_cpus,
         memory=settings.read_memory_bytes,
     )
@@ -386,6 +450,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         gpu_seconds=counts.gpu_s,
         cpu_seconds_per_1000_clips=1000 * cpu_seconds / clips if clips else None,
         gpu_seconds_per_1000_clips=1000 * counts.gpu_s / clips if clips else None,
+        **stage_balance(counts).model_dump(),
     )
     all_markers = list(plan.finished.values()) + new_markers
     stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)

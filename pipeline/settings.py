@@ -57,11 +57,18 @@ class PipelineSettings(BaseSettings):
     encoder_num_cpus: float = Field(
         default=1.0, gt=0, description="CPUs reserved per encoder actor"
     )
+    decode_cpus_per_encoder: float | None = Field(
+        default=None,
+        gt=0,
+        description="read/decode tasks (one CPU each) per encoder actor; default from the measured "
+        "costs (pipeline.balance): 9 on GPU encoders, 1 on CPU encoders",
+    )
     read_concurrency: int | None = Field(
         default=None,
         ge=1,
-        description="at most this many read/decode tasks at once; default: the cluster's CPUs "
-        "less those the encoders reserve, at least 1",
+        description="at most this many read/decode tasks at once (wins over "
+        "decode_cpus_per_encoder); default: encoders x decode_cpus_per_encoder, within the "
+        "cluster's CPUs less those the encoders reserve, at least 1",
     )
     read_num_cpus: float = Field(
         default=0.0,

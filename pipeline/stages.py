@@ -17,6 +17,7 @@ from pipeline.encoding import ClipEncoder, EncoderSettings
 from pipeline.progress import ENCODE, READ, report
 from pipeline.records import (
     ENCODED_SCHEMA,
+    ENCODER_INPUT_COLUMNS,
     TRANSIT_SCHEMA,
     clip_key,
     error_key,
@@ -50,11 +51,18 @@ EMPTY_ROW: dict[str, Any] = {
     "stage": "",
     "reason": "",
     "message": "",
+    "decoded_at": 0.0,
 }
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{**EMPTY_ROW, **row} for row in rows], schema=TRANSIT_SCHEMA)
+
+
+def _stamped(table: pa.Table) -> pa.Table:
+    """`table` with its rows' decoded_at set to now, as the decode task hands them on."""
+    now = np.full(table.num_rows, time.time(), np.float64)
+    return table.set_column(table.schema.get_field_index("decoded_at"), "decoded_at", pa.array(now))
 
 
 def _error_row(
@@ -146,10 +154,19 @@ def read_and_decode(
     model_id: str,
     latent_kind: str,
     board: Any = None,
+    block_bytes: int | None = None,
 ) -> Iterator[pa.Table]:
-    """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`."""
+    """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`.
+
+    Rows leave in tables of `block_bytes` (Ray Data's target_max_block_size; None: each call's
+    rows in one) and the end of the call: Ray Data would hold smaller ones in its block buffer
+    until then anyway, and so each row's `decoded_at` is when its block left this task, which
+    the encoder's measure of the clips' wait needs (not the time the block took to fill).
+    """
     storage_settings = StorageSettings.model_validate(storage)
     clip = ClipSettings.model_validate(clip_settings)
+    pending: list[pa.Table] = []
+    pending_bytes = 0
     for row in batch.to_pylist():
         unit = WorkUnit.from_row(row)
         started = time.process_time()
@@ -175,12 +192,24 @@ def read_and_decode(
                 errors=dict(Counter(reasons)),
                 cpu_s=cpu_s,
             )
-            yield table
+            pending.append(table)
+            pending_bytes += table.nbytes
+            if block_bytes is not None and pending_bytes >= block_bytes:
+                yield _stamped(pa.concat_tables(pending))
+                pending, pending_bytes = [], 0
             started = time.process_time()  # not the time the consumer held the generator
+    if pending:
+        yield _stamped(pa.concat_tables(pending))
 
 
 class EncodeStage:
-    """Ray `map_batches` callable class: loads the model once per actor, encodes clip rows."""
+    """Ray `map_batches` callable class: loads the model once per actor, encodes clip rows.
+
+    It also reports how long it waited on the decode stage (idle from the end of one call to the
+    start of the next; until its first call, separately, as start-up) and how long its clips
+    waited on it (the call's start less each clip's `decoded_at`, or less the end of this
+    actor's start-up where that is later): `pipeline.balance`.
+    """
 
     def __init__(
         self,
@@ -193,9 +222,40 @@ class EncodeStage:
         self.batch_size = batch_size
         self.latent_dtype = latent_dtype
         self.board = board
+        # Model loaded: from here on it waits for clips, and clips wait for it. Wall clock too,
+        # to compare with the clips' decoded_at.
+        self.ready_at, self.ready_wall = time.perf_counter(), time.time()
+        self.last_done: float | None = None
+
+    def _waits(self, batch: pa.Table, started: float) -> dict[str, Any]:
+        """This call's wait for its batch (start-up for the first call) and its clips' waits."""
+        if self.last_done is None:
+            waits: dict[str, Any] = {
+                "encode_first_wait_s": started - self.ready_at,
+                "encode_actors": 1,
+            }
+        else:
+            waits = {"encode_waited_s": started - self.last_done}
+        now = time.time()
+        stamps = [
+            stamp
+            for kind, stamp in zip(
+                batch.column("row_kind").to_pylist(),
+                batch.column("decoded_at").to_pylist(),
+                strict=True,
+            )
+            if kind == "clip" and stamp  # 0 or null: not stamped (a row built by hand)
+        ]
+        # From decoded or from this encoder's start-up end, whichever is later: clips decoded
+        # while the pool starts wait on start-up, not on encoding. max(0, ...): the decode task
+        # may run on another node, its clock a little ahead.
+        waits["clip_wait_s"] = sum(max(0.0, now - max(stamp, self.ready_wall)) for stamp in stamps)
+        waits["clips_waited"] = len(stamps)
+        return waits
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         cpu_started, wall_started = time.process_time(), time.perf_counter()
+        waits = self._waits(batch, wall_started)
         kinds = batch.column("row_kind").to_pylist()
         shapes = batch.column("frames_shape").to_pylist()
         keys = batch.column("key").to_pylist()
@@ -227,7 +287,7 @@ class EncodeStage:
                     continue
                 for i, latent in zip(chunk, z, strict=True):
                     latents[i], latent_shapes[i], _ = latent_to_bytes(latent, self.latent_dtype)
-        out = batch.drop_columns(["frames", "frames_shape"])
+        out = batch.drop_columns(list(ENCODER_INPUT_COLUMNS))
         if failures:
             out = _mark_failures(out, failures)
         out = out.append_column("latent", pa.array(latents, pa.binary()))
@@ -235,16 +295,23 @@ class EncodeStage:
         dtypes = [self.latent_dtype if z is not None else "" for z in latents]
         out = out.append_column("latent_dtype", pa.array(dtypes, pa.string()))
         on_gpu = self.encoder.device.type == "cuda"
+        out = out.cast(ENCODED_SCHEMA)
+        busy_s = time.perf_counter() - wall_started
         report(
             self.board,
             ENCODE,
             cpu_s=time.process_time() - cpu_started,
-            gpu_s=time.perf_counter() - wall_started if on_gpu else 0.0,
+            gpu_s=busy_s if on_gpu else 0.0,
+            encode_busy_s=busy_s,
+            encode_calls=1,
+            encode_batches=int("clip" in kinds),
             rows_encoded=batch.num_rows,
             clips_encoded=sum(z is not None for z in latents),
             errors=dict(Counter(f"encode:{reason}" for reason, _ in failures.values())),
+            **waits,
         )
-        return out.cast(ENCODED_SCHEMA)
+        self.last_done = time.perf_counter()
+        return out
 
 
 def _mark_failures(table: pa.Table, failures: dict[int, tuple[str, str]]) -> pa.Table:

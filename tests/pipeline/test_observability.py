@@ -56,6 +56,22 @@ def test_summary_json_has_cpu_and_gpu_seconds_per_thousand_clips(
     assert written["bytes_written"] > 0
 
 
+def test_summary_json_says_how_long_each_stage_waited_on_the_other(
+    reference_run: tuple[Any, Any],
+) -> None:
+    settings, summary = reference_run
+    fs, path = open_fs(f"{settings.output}/summary.json", settings.storage)
+    written = json.loads(fs.cat_file(path))
+    assert written["stage_balance"] == summary.stage_balance
+    assert summary.stage_balance in ("decode-bound", "encode-bound", "balanced")
+    assert written["encode_busy_s"] > 0
+    for name in ("encode_startup_wait_s", "encode_waited_on_decode_s", "decode_waited_on_encode_s"):
+        assert written[name] >= 0, name
+    assert 0 <= written["encode_idle_share"] <= 1
+    # the encoder's busy time is within the run's (one encoder on the test cluster)
+    assert written["encode_busy_s"] < summary.seconds
+
+
 def scrape() -> str:
     import ray
 
@@ -86,8 +102,10 @@ def test_stage_counters_reach_ray_metrics(reference_run: tuple[Any, Any]) -> Non
     text = ""
     while time.monotonic() < deadline:
         text = scrape()
-        if all(total(text, m, **dict([t])) >= summary.clips for m, t in wanted) and total(
-            text, "wfvae_pipeline_errors", stage="decode", reason="unreadable"
+        if (
+            all(total(text, m, **dict([t])) >= summary.clips for m, t in wanted)
+            and total(text, "wfvae_pipeline_errors", stage="decode", reason="unreadable")
+            and total(text, "wfvae_pipeline_encode_busy_s", stage="encode")
         ):
             break
         time.sleep(2)
@@ -95,3 +113,5 @@ def test_stage_counters_reach_ray_metrics(reference_run: tuple[Any, Any]) -> Non
         assert total(text, metric, **dict([tag])) >= summary.clips, metric
     assert total(text, "wfvae_pipeline_errors", stage="decode", reason="unreadable") >= 2
     assert total(text, "wfvae_pipeline_bytes_written") > 0
+    # the encoders' time, for the share of it spent waiting on decode (encode_waited_s)
+    assert total(text, "wfvae_pipeline_encode_busy_s", stage="encode") > 0
