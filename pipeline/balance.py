@@ -32,7 +32,8 @@ __all__ = [
 
 # Measured per-clip costs, 33x256x256 clips (benchmarks/README.md):
 DECODE_S_PER_CLIP = 0.140  # one core, 1280x720 H.264, decord, the whole clip path
-# ("Clip decoding", benchmarks/clip_decode.py, 2026-12-03; 1080p 396 ms, 360p 84 ms; PyAV +10%)
+# ("Clip decoding", benchmarks/clip_decode.py, 2026-12-03: 133 and 140 ms in two runs, the larger
+# taken; 1080p 396-448 ms, 360p 83-84 ms; PyAV 1.1-1.2x, torchcodec 1.1-1.4x decord's)
 GPU_ENCODE_S_PER_CLIP = 0.0167  # one H200, bf16 ("On a GPU", 2026-11-26)
 CPU_ENCODE_S_PER_CORE_CLIP = (
     4.16  # CPU seconds, bf16, AMX CPU ("bf16 on CPUs with AMX", 2026-12-03)
