@@ -17,7 +17,10 @@ def test_dataloader_with_two_workers_sees_every_row_once(reference_run: tuple[An
     settings, _ = reference_run
     expected, _ = read_prefix(settings.output, "latents", settings.storage)
     dataset = LatentShardDataset(settings.output, settings.storage, batch_size=3)
-    loader = DataLoader(dataset, batch_size=None, num_workers=2)
+    # Workers are spawned, not forked: this test process is a Ray driver with gRPC threads, and
+    # a forked copy of those once crashed a worker (SIGSEGV). Spawned workers unpickle the
+    # dataset, as they do under torchrun's usual `spawn`.
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     seen: dict[str, torch.Tensor] = {}
     for batch in loader:
         latents = batch["latent"]  # (B, C, t, h, w)
