@@ -58,7 +58,8 @@ class LatentShardDataset(IterableDataset):
     With `batch_size=None` it yields one sample at a time: `latent` (C, t, h, w) float32 and the
     metadata columns. With a batch size it yields dicts whose `latent` is (B, C, t, h, w), every
     latent of a batch of the same shape (buckets never mix), metadata as lists; use it with
-    `DataLoader(dataset, batch_size=None, num_workers=...)`. Files go to consumers round-robin
+    `DataLoader(dataset, batch_size=None, num_workers=...)` (`multiprocessing_context="spawn"`
+    in a process that is also a Ray driver). Files go to consumers round-robin
     over rank * num_workers + worker id, so each row reaches exactly one consumer per epoch.
     """
 
