@@ -56,11 +56,13 @@ class UnitCommitter:
         storage: StorageSettings,
         units: list[WorkUnit],
         settings_hash: str,
+        encode_dtype: str | None = None,
     ) -> None:
         self.output = output
         self.storage = storage
         self.units = {unit.unit_id: unit for unit in units}
         self.settings_hash = settings_hash
+        self.encode_dtype = encode_dtype
         self.pending: dict[str, _Progress] = {}
         self.bytes_written = 0
         self._writes: list[Future[UnitMarker]] = []
@@ -127,6 +129,7 @@ class UnitCommitter:
             sums=state.sums,
             latent_files=sorted(state.latent_files),
             error_files=sorted(state.error_files),
+            encode_dtype=self.encode_dtype,
         )
         write_marker(self.output, marker, self.storage)  # last: the unit counts as done only now
         log.info("unit %s: %d clips, %d errors", unit_id, marker.clips, marker.errors)

@@ -110,6 +110,9 @@ class UnitMarker(BaseModel):
         default=None, description="part files under latents/ (None: a marker of one file a unit)"
     )
     error_files: list[str] | None = Field(default=None, description="part files under errors/")
+    encode_dtype: str | None = Field(
+        default=None, description="the dtype the unit was encoded in (None: not recorded, older runs)"
+    )
 
     def done_sources(self) -> set[str]:
         return {f"{uri}@{version}" for uri, version in self.sources.items()}

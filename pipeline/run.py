@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "RunPlan",
     "RunSummary",
     "build_dataset",
+    "check_one_precision",
     "encoder_strategy",
     "side_concurrency",
     "latent_stats",
@@ -385,6 +387,22 @@ def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
     return choose_dtype(encoder.dtype, "cpu", force=encoder.force_dtype)
 
 
+def check_one_precision(output: str, finished: Iterable[UnitMarker], encode_dtype: DtypeChoice) -> None:
+    """Refuses to add latents in `encode_dtype` to a prefix whose finished units name another.
+
+    `encoder.dtype` `auto` (the hash's value) resolves per machine: bfloat16 on GPUs and CPUs
+    with AMX-BF16, float32 on other CPUs, so a refresh run elsewhere could mix the two in one
+    dataset (bf16 and fp32 latents differ by ~1%)."""
+    others = Counter(m.encode_dtype for m in finished if m.encode_dtype not in (None, encode_dtype.name))
+    if others:
+        dtype, units = others.most_common(1)[0]
+        raise ConfigError(
+            f"{output} holds {units} units encoded in {dtype}, and this run would encode in "
+            f"{encode_dtype.name} ({encode_dtype.reason}): one prefix holds one precision; run "
+            f"where encoder.dtype resolves to {dtype}, or use a new output prefix"
+        )
+
+
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
     """Encode every new input under `settings` into Parquet latent shards; return the summary."""
     start, driver_cpu = time.perf_counter(), time.process_time()
@@ -413,8 +431,10 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         "settings_hash": settings.output_hash(model_id),
         "clip_settings": settings.clips.model_dump(mode="json"),
     }
+    if plan.units:
+        check_one_precision(settings.output, plan.finished.values(), encode_dtype)
     committer = UnitCommitter(
-        settings.output, settings.storage, plan.units, settings.output_hash(model_id)
+        settings.output, settings.storage, plan.units, settings.output_hash(model_id), encode_dtype.name
     )
     execution = _Execution()
     if plan.units:

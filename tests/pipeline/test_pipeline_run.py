@@ -15,7 +15,7 @@ from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 from model.errors import ConfigError
 from model.media import sample_clips, to_model_input
 from pipeline.encoding import ClipEncoder
-from pipeline.manifest import INDEX_FILE, load_markers
+from pipeline.manifest import INDEX_FILE, load_markers, write_index, write_marker
 from pipeline.records import latent_from_bytes, read_file_metadata
 from pipeline.run import run_pipeline
 from pipeline.storage import open_fs
@@ -189,6 +189,30 @@ def test_rerun_skips_finished_shards_and_takes_new_ones(
     assert [r["member_key"] for r in latents].count("late") == 1
     assert len(load_markers(settings.output, settings.storage)) == 6
     assert {k: v for k, v in listing().items() if k in before} == before
+
+
+def test_a_prefix_holds_one_encode_precision(
+    reference_run: tuple[Any, Any], corpus: Any, s3_endpoint: str
+) -> None:
+    import boto3
+
+    settings = copy_output(reference_run[0], "other-precision")
+    markers = load_markers(settings.output, settings.storage)
+    _, metadata = read_prefix(settings.output, "latents", settings.storage)
+    assert {m.encode_dtype for m in markers.values()} == {meta["encode_dtype"] for meta in metadata}
+    # As if a refresh ran where `auto` resolved otherwise: the finished units name float16.
+    for marker in markers.values():
+        marker.encode_dtype = "float16"
+        write_marker(settings.output, marker, settings.storage)
+    write_index(settings.output, markers, settings.storage)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.put_object(Bucket="videos", Key="files/late.mp4", Body=corpus.media["synth_a"])
+    try:
+        with pytest.raises(ConfigError, match="5 units encoded in float16.*one prefix holds one precision"):
+            run_pipeline(settings)
+    finally:
+        client.delete_object(Bucket="videos", Key="files/late.mp4")
+    assert len(load_markers(settings.output, settings.storage)) == 5  # nothing added
 
 
 def test_other_settings_on_the_same_prefix_are_refused(reference_run: tuple[Any, Any]) -> None:
