@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -31,15 +30,10 @@ for _name, _value in (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "pipeline"))  # the tests' cluster and media helpers
+from local_services import local_s3  # noqa: E402
 
 BUCKET = "failure-bench"
 FIRST_COMMIT_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def upload_shards(client: object, shards: int) -> str:
@@ -100,21 +94,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     import boto3
-    from moto.server import ThreadedMotoServer
     from pipeline_cluster import loopback_cluster
 
     from pipeline.storage import StorageSettings
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    storage = StorageSettings(endpoint_url=endpoint)
     rows = []
-    try:
+    with local_s3() as endpoint:
+        storage = StorageSettings(endpoint_url=endpoint)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         shards = upload_shards(client, args.shards)
@@ -130,8 +118,6 @@ def main() -> None:
                 ]  # fmt: skip
                 row = run(cluster, job_args, failure, output, storage)
                 rows.append(row.replace("| none |", "| none (first job, cold) |", round_ == 0))
-    finally:
-        server.stop()
     print(f"{args.shards} shards of 2 videos, head + 2 workers (1 CPU each), 2 encoders")
     print("| failure | injected at s | exit | units committed | job s |")
     print("| --- | ---: | ---: | ---: | ---: |")

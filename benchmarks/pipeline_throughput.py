@@ -18,10 +18,10 @@ import importlib.util
 import logging
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -29,12 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STEADY_MIN_BLOCKS = 10  # the after-start-up rate is shown for jobs of at least this many blocks
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the tests' PyAV helpers make the corpus
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from local_services import local_s3  # noqa: E402
 
 
 def build_corpus(
@@ -123,7 +118,7 @@ def main() -> int:
     from pipeline.settings import PipelineSettings
 
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
-    server = None
+    stack = ExitStack()  # holds the S3 server, with --s3
     try:
         source_frames = args.frames * args.clips_per_video + 4
         (work / "shards").mkdir()
@@ -137,15 +132,11 @@ def main() -> int:
         inputs, storage, output = [str(work / "shards" / "shard-*.tar")], {}, str(work / "out")
         if args.s3:
             import boto3
-            from moto.server import ThreadedMotoServer
 
             for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                 os.environ.setdefault(name, "bench")
             os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-            port = free_port()
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-            server.start()
-            endpoint = f"http://127.0.0.1:{port}"
+            endpoint = stack.enter_context(local_s3())
             client = boto3.client("s3", endpoint_url=endpoint)
             client.create_bucket(Bucket="bench")
             for shard in shards:
@@ -183,8 +174,7 @@ def main() -> int:
         )
         ray.shutdown()
     finally:
-        if server is not None:
-            server.stop()
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
 
     bare_rate = clips / seconds

