@@ -29,7 +29,7 @@ def run_frame_stack(layers: Sequence[nn.Module], x: Tensor) -> Tensor:
     has them; `x` itself is never written."""
     slabs = active().slabs
     if slabs is not None:
-        return frame_slabs.run_frame_stack(layers, x, slabs)
+        return frame_slabs.run_stack_in_slabs(layers, x, slabs)
     for layer in layers:
         x = layer(x)
     return x

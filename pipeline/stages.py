@@ -227,7 +227,7 @@ class EncodeStage:
         self.ready_at, self.ready_wall = time.perf_counter(), time.time()
         self.last_done: float | None = None
 
-    def _waits(self, batch: pa.Table, started: float) -> dict[str, Any]:
+    def _waits(self, batch: pa.Table, kinds: list[str], started: float) -> dict[str, Any]:
         """This call's wait for its batch (start-up for the first call) and its clips' waits."""
         if self.last_done is None:
             waits: dict[str, Any] = {
@@ -239,11 +239,7 @@ class EncodeStage:
         now = time.time()
         stamps = [
             stamp
-            for kind, stamp in zip(
-                batch.column("row_kind").to_pylist(),
-                batch.column("decoded_at").to_pylist(),
-                strict=True,
-            )
+            for kind, stamp in zip(kinds, batch.column("decoded_at").to_pylist(), strict=True)
             if kind == "clip" and stamp  # 0 or null: not stamped (a row built by hand)
         ]
         # From decoded or from this encoder's start-up end, whichever is later: clips decoded
@@ -255,8 +251,8 @@ class EncodeStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         cpu_started, wall_started = time.process_time(), time.perf_counter()
-        waits = self._waits(batch, wall_started)
         kinds = batch.column("row_kind").to_pylist()
+        waits = self._waits(batch, kinds, wall_started)
         shapes = batch.column("frames_shape").to_pylist()
         keys = batch.column("key").to_pylist()
         frames_column = batch.column("frames")

@@ -20,7 +20,7 @@ from ..layers import ResnetBlock2D
 from .channels_last import empty_video_like
 from .policy import SlabSettings
 
-__all__ = ["add_frame_slabs_", "frames_per_slab", "map_frame_slabs", "run_frame_stack"]
+__all__ = ["add_frame_slabs_", "frames_per_slab", "map_frame_slabs", "run_stack_in_slabs"]
 
 
 def frames_per_slab(frame_bytes: int, slab_bytes: int) -> int:
@@ -28,7 +28,7 @@ def frames_per_slab(frame_bytes: int, slab_bytes: int) -> int:
     return max(1, slab_bytes // max(1, frame_bytes))
 
 
-def run_frame_stack(layers: Sequence[nn.Module], x: Tensor, settings: SlabSettings) -> Tensor:
+def run_stack_in_slabs(layers: Sequence[nn.Module], x: Tensor, settings: SlabSettings) -> Tensor:
     """The per-frame layers in order over x (B, C, T, H, W), in slabs of frames whose widest
     activation (the layers' most output channels at x's side) fits `settings.slab_bytes`; within
     a slab, residual blocks that keep their channels write over their input. `x` is not written."""

@@ -13,8 +13,10 @@ video cost one pass through it, not one per chunk.
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -135,10 +137,10 @@ class _PyAVReader:
         if index - self._position <= SEEK_AHEAD_FRAMES or not self._index():
             return
         assert self._keyframes is not None
-        before = [(k, pts) for k, pts in self._keyframes if k <= index]
-        if not before or before[-1][0] <= self._position:
+        nearest = bisect.bisect_right(self._keyframes, (index, math.inf)) - 1  # the last at or before
+        if nearest < 0 or self._keyframes[nearest][0] <= self._position:
             return  # no keyframe between here and there: decoding on is as fast
-        keyframe, pts = before[-1]
+        keyframe, pts = self._keyframes[nearest]
         self._container.seek(pts, stream=self._stream, backward=True)
         self._frames = self._container.decode(self._stream)
         self._position, self._by_pts = keyframe, True

@@ -123,7 +123,7 @@ def test_level1_blocks_overwrite_their_input_a_few_frames_at_a_time() -> None:
         scratch = hidden.clone()
         slab_peak = peak_live_bytes(lambda: add_frame_slabs_(block.residual, scratch, 1))
         one_frame = SlabSettings(residual_slab_bytes=activation // 9)  # one frame a slab
-        level1 = frame_slabs.run_frame_stack(encoder.down1, coeffs, one_frame)
+        level1 = frame_slabs.run_stack_in_slabs(encoder.down1, coeffs, one_frame)
     assert_reordered(level1, reference)
     # A new output beside the body's activations: 2+ activations. In place, one frame at a time:
     # the body's activations of one frame (and the convolutions' copies of their slab input).
