@@ -36,6 +36,12 @@ class SlabSettings:
     min_slab_frames: int = 3
     max_slabs: int = 3
 
+    def __post_init__(self) -> None:
+        if min(self.slab_bytes, self.residual_slab_bytes) < 0:
+            raise ValueError(f"slab sizes must be 0 or more bytes: {self}")
+        if min(self.min_slab_frames, self.max_slabs) < 1:
+            raise ValueError(f"min_slab_frames and max_slabs must be at least 1: {self}")
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -85,6 +85,12 @@ class WinogradSettings:
     # False keeps such kernels whole too (`benchmarks/winograd_kernel_slices.py` compares them).
     by_columns: bool = True
 
+    def __post_init__(self) -> None:
+        if min(self.min_channels, self.min_frame_channels, self.min_columns) < 0:
+            raise ValueError(f"Winograd thresholds must be 0 or more: {self}")
+        if min(self.workspace_bytes, self.kept_kernel_workspace_bytes, self.kernel_block_bytes) < 1:
+            raise ValueError(f"Winograd block sizes must be at least 1 byte: {self}")
+
     def applies(self, conv: nn.Conv2d | nn.Conv3d, x: Tensor) -> bool:
         """Whether `conv` (a 3D convolution valid in time, or a 2D one applied per frame) can run
         on the video `x` as a Winograd convolution: a (k,) 3 x 3 kernel with stride 1 and spatial

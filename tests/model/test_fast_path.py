@@ -11,7 +11,7 @@ from tolerances import assert_reordered
 from torch import nn
 
 from model import WFVAE, FastPath
-from model.fast_path import REFERENCE, Plan, SlabSettings, active, engaged
+from model.fast_path import REFERENCE, Plan, SlabSettings, WinogradSettings, active, engaged
 from model.fast_path.winograd import pays_on_this_cpu
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "model"
@@ -41,6 +41,17 @@ def test_everything_off_outside_cpu_inference(tiny_vae: WFVAE) -> None:
             assert policy.plan_for(tiny_vae, x).slabs is None
     finally:
         tiny_vae.eval()
+
+
+def test_settings_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_slabs must be at least 1"):
+        SlabSettings(max_slabs=0)
+    with pytest.raises(ValueError, match="slab sizes must be 0 or more"):
+        SlabSettings(slab_bytes=-1)
+    with pytest.raises(ValueError, match="block sizes must be at least 1 byte"):
+        WinogradSettings(kernel_block_bytes=0)
+    with pytest.raises(ValueError, match="thresholds must be 0 or more"):
+        WinogradSettings(min_channels=-1)
 
 
 def test_a_plan_is_in_force_only_within_its_block() -> None:
