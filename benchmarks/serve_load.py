@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from local_services import free_port  # noqa: E402
+from local_services import start_local_serve  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,7 @@ def main() -> None:
         encoder.encode_clips([c.frames for c in clips])
         return time.perf_counter() - start
 
-    ray.init(
-        num_cpus=max(2, os.cpu_count() or 1),
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = start_local_serve(num_cpus=max(2, os.cpu_count() or 1))
     app_args = ServeArgs(
         encoder=EncoderSettings(dtype="float32", device="cpu"),
         clip=clip,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from local_services import free_port  # noqa: E402
+from local_services import start_local_serve  # noqa: E402
 
 REFUSED = (503, 429)
 APP = "overload"
@@ -155,7 +155,6 @@ def report(rounds: list[Round], rate: float, capacity_rps: float, args: argparse
 
 
 def start_app(args: argparse.Namespace) -> str:
-    import ray
     from ray import serve
 
     from model.media import ClipSettings
@@ -163,14 +162,7 @@ def start_app(args: argparse.Namespace) -> str:
     from serve.app import build_app
     from serve.settings import ServeArgs
 
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}},
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    port = start_local_serve(num_cpus=2)
     app_args = ServeArgs(
         encoder=EncoderSettings(dtype="float32", device="cpu"),
         clip=ClipSettings(num_frames=args.frames, height=args.size, width=args.size),

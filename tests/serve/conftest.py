@@ -11,6 +11,7 @@ import pytest
 from serve_testing import ENCODER, Service, guard_args, main_args, strict_args
 
 from pipeline.encoding import ClipEncoder
+from serve.settings import ServeArgs
 
 READY_TIMEOUT_S = 120.0
 
@@ -49,45 +50,32 @@ def silent_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
-@pytest.fixture(scope="package")
-def service(serve_http: str, s3_endpoint: str, silent_endpoint: str) -> Iterator[Service]:
+def _deployed(serve_http: str, args: ServeArgs, name: str, route_prefix: str) -> Iterator[Service]:
+    """The app built from `args`, deployed under `route_prefix` and answering."""
     from ray import serve
 
     from serve.app import build_app
 
-    args = main_args(s3_endpoint, silent_endpoint)
-    serve.run(build_app(args), name="wfvae-main", route_prefix="/")
+    serve.run(build_app(args), name=name, route_prefix=route_prefix)
+    url = serve_http + route_prefix.rstrip("/")
     with httpx.Client(timeout=120.0) as client:
-        wait_ready(client, serve_http)
-        yield Service(serve_http, client, args)
+        wait_ready(client, url)
+        yield Service(url, client, args)
+
+
+@pytest.fixture(scope="package")
+def service(serve_http: str, s3_endpoint: str, silent_endpoint: str) -> Iterator[Service]:
+    yield from _deployed(serve_http, main_args(s3_endpoint, silent_endpoint), "wfvae-main", "/")
 
 
 @pytest.fixture(scope="package")
 def strict_service(serve_http: str) -> Iterator[Service]:
-    from ray import serve
-
-    from serve.app import build_app
-
-    args = strict_args()
-    serve.run(build_app(args), name="wfvae-strict", route_prefix="/strict")
-    url = f"{serve_http}/strict"
-    with httpx.Client(timeout=120.0) as client:
-        wait_ready(client, url)
-        yield Service(url, client, args)
+    yield from _deployed(serve_http, strict_args(), "wfvae-strict", "/strict")
 
 
 @pytest.fixture(scope="package")
 def guard_service(serve_http: str) -> Iterator[Service]:
-    from ray import serve
-
-    from serve.app import build_app
-
-    args = guard_args()
-    serve.run(build_app(args), name="wfvae-guard", route_prefix="/guard")
-    url = f"{serve_http}/guard"
-    with httpx.Client(timeout=120.0) as client:
-        wait_ready(client, url)
-        yield Service(url, client, args)
+    yield from _deployed(serve_http, guard_args(), "wfvae-guard", "/guard")
 
 
 @pytest.fixture(scope="package")
