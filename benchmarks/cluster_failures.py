@@ -98,7 +98,7 @@ def main() -> None:
     import boto3
     from pipeline_cluster import loopback_cluster
 
-    from pipeline.storage import StorageSettings
+    from model.storage import StorageSettings
 
     rows = []
     with local_s3() as endpoint:

@@ -87,7 +87,7 @@ def job_child(clips_per_shard: int, shards: int, size: int) -> dict[str, float]:
     import ray
     import torch
 
-    from pipeline.encoding import ClipEncoder
+    from model.latents import ClipEncoder
     from pipeline.run import run_pipeline
     from pipeline.settings import PipelineSettings
 
@@ -170,9 +170,9 @@ def part_records(units: int, clips_per_unit: int, clips_per_part: int) -> list: 
 
 def commit_rate(units: int, clips_per_unit: int, clips_per_part: int) -> float:
     """Clips/s through UnitCommitter.add and its marker writes (local folder)."""
+    from model.storage import StorageSettings
     from pipeline.committer import UnitCommitter
     from pipeline.sources import WorkUnit
-    from pipeline.storage import StorageSettings
 
     blocks = part_records(units, clips_per_unit, clips_per_part)
     work = [WorkUnit(f"unit{u:05d}", "tar", f"/in/{u}.tar", "v") for u in range(units)]

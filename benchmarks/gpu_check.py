@@ -5,7 +5,7 @@ The test suite runs on CPUs only; this script is what runs where a GPU is lent (
 1. the official reference cases (`tests/reference/wfvae-tiny-parity`, or `--reference`) on
    the GPU in float32, with TF32 off (strict) and on (PyTorch's default for convolutions);
 2. Causal Cache on the GPU: chunked encode and decode against whole-clip inference, float32;
-3. the pipeline's own encoder (`pipeline.encoding.ClipEncoder`, device and dtype `auto`: bfloat16
+3. the pipeline's own encoder (`model.latents.ClipEncoder`, device and dtype `auto`: bfloat16
    on a GPU) with the bundled trained model, against float32 on the CPU for the same clips.
 
     python benchmarks/gpu_check.py [--reference DIR]
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from model import default_model_dir, load_wfvae  # noqa: E402
-from pipeline.encoding import ClipEncoder  # noqa: E402
+from model.latents import ClipEncoder  # noqa: E402
 
 REFERENCE_BOUND = 1e-4  # the reference README's float32 bound
 TF32_BOUND = 1e-2  # TF32 keeps 10 mantissa bits; a real error is far larger

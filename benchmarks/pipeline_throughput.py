@@ -62,8 +62,8 @@ def bare_model(settings, videos: list[bytes], threads: int) -> tuple[int, float]
     """Encode the pipeline's clips in-process: (clips, seconds), decoding excluded."""
     import torch
 
+    from model.latents import ClipEncoder
     from model.media import sample_clips
-    from pipeline.encoding import ClipEncoder
 
     torch.set_num_threads(threads)
     clips = [clip.frames for video in videos for clip in sample_clips(video, settings.clips)]

@@ -75,7 +75,7 @@ def populate(client: object, units: int, settings: object, model_id: str) -> Non
 
 def sequential_markers(settings: object) -> dict[str, bytes]:
     """The markers read one GET after another, as planning did before."""
-    from pipeline.storage import open_fs
+    from model.storage import open_fs
 
     fs, path = open_fs(f"{settings.output}/_manifest", settings.storage)  # type: ignore[attr-defined]
     names = [n for n in fs.ls(path, detail=False, refresh=True) if n.endswith(".json")]

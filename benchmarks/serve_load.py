@@ -117,8 +117,8 @@ def main() -> None:
     import torch
     from ray import serve
 
+    from model.latents import ClipEncoder, EncoderSettings
     from model.media import ClipSettings, sample_clips
-    from pipeline.encoding import ClipEncoder, EncoderSettings
     from serve.app import build_app
     from serve.settings import ServeArgs
 

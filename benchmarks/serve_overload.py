@@ -157,8 +157,8 @@ def report(rounds: list[Round], rate: float, capacity_rps: float, args: argparse
 def start_app(args: argparse.Namespace) -> str:
     from ray import serve
 
+    from model.latents import EncoderSettings
     from model.media import ClipSettings
-    from pipeline.encoding import EncoderSettings
     from serve.app import build_app
     from serve.settings import ServeArgs
 

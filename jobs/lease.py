@@ -32,7 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.storage import StorageSettings, is_local, join_uri, open_fs, protocol_of
+from model.storage import StorageSettings, open_fs, protocol_of
+from pipeline.storage import is_local, join_uri
 
 __all__ = ["Lease", "LeaseBusyError", "LeaseKeeper", "LeaseLostError", "LeaseRecord", "lock_uri"]
 

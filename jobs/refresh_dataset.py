@@ -108,7 +108,8 @@ def _shown(names: list[str]) -> str:
 
 def existing_inputs(settings: Any) -> tuple[list[str], int]:
     """Every input URI that exists now (folders listed once each), and how many did not."""
-    from pipeline.storage import expand_inputs, full_uri, open_fs
+    from model.storage import open_fs
+    from pipeline.storage import expand_inputs, full_uri
 
     uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
     by_folder: dict[str, list[str]] = {}

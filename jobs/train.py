@@ -77,7 +77,7 @@ def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
     """A video's bytes from a local path or any fsspec URI."""
     if "://" not in uri or uri.startswith("file://"):
         return Path(uri.removeprefix("file://")).read_bytes()
-    from pipeline.storage import StorageSettings, open_fs
+    from model.storage import StorageSettings, open_fs
 
     fs, path = open_fs(uri, StorageSettings(endpoint_url=endpoint_url))
     with fs.open(path, "rb") as handle:

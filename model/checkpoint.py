@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -23,7 +24,15 @@ from .errors import CheckpointError, ConfigError
 from .precision import choose_dtype
 from .wfvae import WFVAE
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "default_model_dir", "load_wfvae", "read_state_dict", "save_wfvae"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "check_checkpoint",
+    "default_model_dir",
+    "load_wfvae",
+    "read_state_dict",
+    "save_wfvae",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +61,65 @@ def load_wfvae(
 ) -> WFVAE:
     """Builds WF-VAE from `source` with strict key matching; returns it in eval mode.
 
-    `dtype`: None keeps the stored float32; a torch dtype is used as given; a name (`auto`,
-    `bfloat16`/`bf16`, ...) goes through `model.precision.choose_dtype`: `auto` picks what pays
-    on `device`, and bf16/fp16 on a CPU without fast kernels for it are refused unless `force_dtype`.
+    `dtype`: None keeps the stored float32; a name (`auto`, `bfloat16`/`bf16`, ...) or a torch
+    dtype goes through `model.precision.choose_dtype`, one rule however it is spelled: `auto`
+    picks what pays on `device`, and bf16/fp16 on a CPU without fast kernels for it are refused
+    (`SlowPrecisionError`) unless `force_dtype`.
     """
-    if isinstance(dtype, str):
+    if dtype is not None:
         dtype = choose_dtype(dtype, device or "cpu", force=force_dtype).dtype
     weights_path, config = _resolve(source, config)
     state = read_state_dict(weights_path)
     vae = WFVAE(config)
-    expected = set(vae.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise CheckpointError.key_mismatch(str(weights_path), missing, unexpected)
-    wrong_shape = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(tensor.shape)}"
-        for key, tensor in vae.state_dict().items()
-        if tuple(state[key].shape) != tuple(tensor.shape)
-    ]
-    if wrong_shape:
-        raise CheckpointError(f"checkpoint {weights_path} has tensors of the wrong shape: " + "; ".join(wrong_shape[:10]))
+    _check_entries(weights_path, _shapes(state), _shapes(vae.state_dict()))
     vae.load_state_dict(state, strict=True)
     vae.eval()
     vae.requires_grad_(False)
     if dtype is not None or device is not None:
         vae.to(device=device, dtype=dtype)
     return vae
+
+
+def check_checkpoint(source: str | Path, config: WFVAEConfig | None = None) -> WFVAEConfig:
+    """The config of the model at `source`, its weights' names and shapes checked against it as
+    `load_wfvae` checks them, without building the model or reading a safetensors file's tensors
+    (its header lists them; a training checkpoint is read whole)."""
+    weights_path, config = _resolve(source, config)
+    with torch.device("meta"):  # parameters without storage: only the names and shapes
+        expected = _shapes(WFVAE(config).state_dict())
+    _check_entries(weights_path, _stored_shapes(weights_path), expected)
+    return config
+
+
+def _shapes(state: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each stored tensor's shape, from a safetensors header where the file is one."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return _shapes(read_state_dict(path))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"cannot read safetensors file {path}: {err}") from err
+
+
+def _check_entries(
+    path: Path, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
+) -> None:
+    """Refuses missing or unexpected keys, then tensors of the wrong shape (strict loading)."""
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError.key_mismatch(str(path), missing, unexpected)
+    wrong_shape = [
+        f"{key}: checkpoint {found[key]} vs model {shape}"
+        for key, shape in expected.items()
+        if found[key] != shape
+    ]
+    if wrong_shape:
+        raise CheckpointError(f"checkpoint {path} has tensors of the wrong shape: " + "; ".join(wrong_shape[:10]))
 
 
 def save_wfvae(vae: WFVAE, directory: str | Path) -> Path:

@@ -72,7 +72,7 @@ def _encode(args: argparse.Namespace, precision: DtypeChoice) -> str:
         raise InputShapeError(str(err)) from err
     (clip,) = sample_clips(args.video, settings)  # the pipeline's and the service's clip path
     video, fps = to_model_input(clip.frames), clip.fps  # (1, 3, T, H, W) in [-1, 1]
-    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device)
+    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device, force_dtype=args.force_dtype)
     started = time.perf_counter()
     with torch.inference_mode():
         posterior = vae.encode(video, chunk_frames=args.chunk_frames)
@@ -106,7 +106,7 @@ def _decode(args: argparse.Namespace, precision: DtypeChoice) -> str:
         if isinstance(err, WFVAEError):
             raise
         raise InputShapeError(f"cannot read latent file {args.latent}: {err}") from err
-    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device)
+    vae = load_wfvae(args.weights, dtype=precision.dtype, device=args.device, force_dtype=args.force_dtype)
     started = time.perf_counter()
     with torch.inference_mode():
         video = vae.decode(latent, chunk_latents=args.chunk_latents)

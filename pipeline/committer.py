@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from model.storage import StorageSettings
 from pipeline.manifest import ChannelSums, UnitMarker, write_marker
 from pipeline.sources import WorkUnit
-from pipeline.storage import StorageSettings
 
 log = logging.getLogger(__name__)
 

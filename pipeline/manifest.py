@@ -19,14 +19,8 @@ import posixpath
 
 from pydantic import BaseModel, Field
 
-from pipeline.storage import (
-    StorageSettings,
-    atomic_write,
-    file_version,
-    is_local,
-    join_uri,
-    open_fs,
-)
+from model.storage import StorageSettings, open_fs
+from pipeline.storage import atomic_write, file_version, is_local, join_uri
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from model.storage import StorageSettings
 from pipeline.manifest import ERRORS_DIR, LATENTS_DIR, ChannelSums, part_name
 from pipeline.progress import WRITE, report
 from pipeline.records import ERROR_SCHEMA, LATENT_SCHEMA, latent_from_bytes, write_parquet
-from pipeline.storage import StorageSettings, join_uri
+from pipeline.storage import join_uri
 
 log = logging.getLogger(__name__)
 

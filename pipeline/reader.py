@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from model.storage import StorageSettings, open_fs
 from pipeline.manifest import STATS_FILE, committed_files
 from pipeline.records import latent_from_bytes, read_file_metadata
-from pipeline.storage import StorageSettings, join_uri, open_fs
+from pipeline.storage import join_uri
 
 log = logging.getLogger(__name__)
 

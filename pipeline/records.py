@@ -1,8 +1,7 @@
-"""Row formats: the Arrow schemas between stages and on disk, deterministic keys, latent bytes, Parquet writes."""
+"""Row formats: the Arrow schemas between stages and on disk, latent bytes, Parquet writes (row keys: `model.latents.keys`)."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Mapping
@@ -12,15 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.storage import StorageSettings, atomic_write
+from model.storage import StorageSettings
+from pipeline.storage import atomic_write
 
 __all__ = [
     "ERROR_SCHEMA",
     "LATENT_SCHEMA",
     "METADATA_PREFIX",
     "TRANSIT_SCHEMA",
-    "clip_key",
-    "error_key",
     "file_metadata",
     "latent_from_bytes",
     "latent_to_bytes",
@@ -110,34 +108,6 @@ ERROR_SCHEMA = pa.schema(
         ("message", pa.string()),
     ]
 )
-
-
-def _digest(*parts: object) -> str:
-    text = "\x1f".join(str(p) for p in parts)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
-
-
-def clip_key(
-    *,
-    source_uri: str,
-    member_key: str,
-    version: str,
-    frame_indices: list[int],
-    target_size: tuple[int, int],
-    resize_mode: str,
-    model_id: str,
-    latent_kind: str,
-) -> str:
-    """Deterministic id of one latent: source, its version, the clip's geometry, and the model."""
-    geometry = (
-        f"{','.join(map(str, frame_indices))}|{target_size[0]}x{target_size[1]}|{resize_mode}"
-    )
-    return _digest(source_uri, member_key, version, geometry, model_id, latent_kind)
-
-
-def error_key(*, source_uri: str, member_key: str, version: str, stage: str) -> str:
-    """Deterministic id of an error row."""
-    return _digest("error", source_uri, member_key, version, stage)
 
 
 def latent_to_bytes(latent: np.ndarray, dtype: str = "float32") -> tuple[bytes, list[int], str]:

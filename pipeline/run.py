@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from model import DtypeChoice, choose_dtype
 from model.errors import ConfigError
+from model.latents import ClipEncoder, EncoderSettings, model_identity
 from pipeline.balance import (
     DECODE_BOUND_IDLE_SHARE,
     ENCODE_BOUND_MIN_WAIT_S,
@@ -25,7 +26,6 @@ from pipeline.balance import (
     stage_balance,
 )
 from pipeline.committer import UnitCommitter
-from pipeline.encoding import ClipEncoder, EncoderSettings, model_identity
 from pipeline.manifest import (
     ChannelSums,
     UnitMarker,

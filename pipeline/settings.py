@@ -12,9 +12,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.latents import EncoderSettings
 from model.media import ClipSettings
-from pipeline.encoding import EncoderSettings
-from pipeline.storage import StorageSettings
+from model.storage import StorageSettings
 
 __all__ = ["PipelineSettings", "load_settings"]
 

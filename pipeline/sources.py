@@ -12,16 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from model.storage import StorageSettings, open_fs, protocol_of
 from pipeline.storage import (
     TABLE_EXTENSIONS,
     TAR_EXTENSIONS,
     VIDEO_EXTENSIONS,
-    StorageSettings,
     file_version,
     full_uri,
     normalize_uri,
-    open_fs,
-    protocol_of,
 )
 
 log = logging.getLogger(__name__)

@@ -12,19 +12,12 @@ import numpy as np
 import pyarrow as pa
 
 from model.errors import WFVAEError
+from model.latents import ClipEncoder, EncoderSettings, clip_key, error_key
 from model.media import ClipSettings, error_reason, sample_clips
-from pipeline.encoding import ClipEncoder, EncoderSettings
+from model.storage import StorageSettings
 from pipeline.progress import ENCODE, READ, report
-from pipeline.records import (
-    ENCODED_SCHEMA,
-    ENCODER_INPUT_COLUMNS,
-    TRANSIT_SCHEMA,
-    clip_key,
-    error_key,
-    latent_to_bytes,
-)
+from pipeline.records import ENCODED_SCHEMA, ENCODER_INPUT_COLUMNS, TRANSIT_SCHEMA, latent_to_bytes
 from pipeline.sources import Sample, SampleError, WorkUnit, iter_unit_samples
-from pipeline.storage import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +66,7 @@ def _error_row(
         "unit_id": unit.unit_id,
         "sample_index": index,
         "sample_rows": 1,
-        "key": error_key(
-            source_uri=failed.source_uri,
-            member_key=failed.member_key,
-            version=failed.version,
-            stage=stage,
-        ),
+        "key": error_key(failed, stage),
         "source_uri": failed.source_uri,
         "shard": unit.shard,
         "member_key": failed.member_key,
@@ -111,23 +99,13 @@ def unit_rows(
             continue
         rows = []
         for clip in clips:
-            key = clip_key(
-                source_uri=sample.source_uri,
-                member_key=sample.member_key,
-                version=sample.version,
-                frame_indices=clip.frame_indices,
-                target_size=clip.target_size,
-                resize_mode=clip_settings.resize_mode,
-                model_id=model_id,
-                latent_kind=latent_kind,
-            )
             rows.append(
                 {
                     "row_kind": "clip",
                     "unit_id": unit.unit_id,
                     "sample_index": index,
                     "sample_rows": len(clips),
-                    "key": key,
+                    "key": clip_key(sample, clip, clip_settings.resize_mode, model_id, latent_kind),
                     "source_uri": sample.source_uri,
                     "shard": unit.shard,
                     "member_key": sample.member_key,

@@ -1,4 +1,4 @@
-"""Object storage through fsspec: filesystems, input expansion (globs, brace ranges, folders, lists), atomic writes."""
+"""The pipeline's storage work through fsspec (`model.storage` opens the filesystems): input expansion (globs, brace ranges, folders, lists), versions, atomic writes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import re
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from model.storage import StorageSettings, open_fs
 
 __all__ = [
-    "StorageSettings",
     "atomic_write",
     "expand_braces",
     "expand_inputs",
@@ -21,8 +20,6 @@ __all__ = [
     "is_local",
     "join_uri",
     "normalize_uri",
-    "open_fs",
-    "protocol_of",
     "read_input_list",
 ]
 
@@ -35,90 +32,6 @@ TABLE_EXTENSIONS = (".csv", ".parquet", ".tsv")
 INPUT_SUFFIXES = TAR_EXTENSIONS + TABLE_EXTENSIONS + VIDEO_EXTENSIONS
 BRACE = re.compile(r"\{([^{}]*)\}")
 NUMERIC_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
-S3_PROTOCOLS = ("s3", "s3a")
-GCS_PROTOCOLS = ("gs", "gcs")
-
-
-class StorageSettings(BaseModel):
-    """How to reach object storage; credentials come from the standard AWS/GCP environment and files.
-
-    Each protocol has its own endpoint, so one run may read from S3 and write to GCS. `options`
-    goes to every filesystem as is.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint_url: str | None = Field(
-        default=None, description="S3-compatible endpoint (else AWS_ENDPOINT_URL or AWS's default)"
-    )
-    gcs_endpoint_url: str | None = Field(
-        default=None,
-        description="GCS JSON API endpoint for gs:// (else STORAGE_EMULATOR_HOST or Google's)",
-    )
-    gcs_token: str | None = Field(
-        default=None,
-        description=(
-            "gcsfs token for gs://: a service-account or authorized-user JSON file, "
-            "google_default, cloud or anon; default: Google's standard chain "
-            "(GOOGLE_APPLICATION_CREDENTIALS, gcloud's application-default login, the metadata "
-            "server), or anonymous where an endpoint (an emulator) is given"
-        ),
-    )
-    anon: bool = Field(default=False, description="anonymous access to public buckets")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="extra fsspec options, passed to the filesystem as is"
-    )
-
-    def fs_options(self, protocol: str) -> dict[str, Any]:
-        """fsspec keyword arguments for `protocol`."""
-        options = dict(self.options)
-        if protocol in S3_PROTOCOLS:
-            if self.endpoint_url:
-                options["endpoint_url"] = self.endpoint_url
-            if self.anon:
-                options["anon"] = True
-        elif protocol in GCS_PROTOCOLS:
-            if self.gcs_endpoint_url:
-                options["endpoint_url"] = self.gcs_endpoint_url
-            if self.anon:
-                options["token"] = "anon"
-            elif self.gcs_token:
-                options["token"] = self.gcs_token
-            elif "token" not in options and _own_gcs_endpoint(options):
-                # As Google's own client does with STORAGE_EMULATOR_HOST: no credentials are
-                # looked for (nor the metadata server probed) for an endpoint of one's own.
-                options["token"] = "anon"
-        return options
-
-
-def _own_gcs_endpoint(options: dict[str, Any]) -> str | None:
-    """The endpoint other than Google's that gs:// goes to, if any: gcsfs's `endpoint_url`, else
-    STORAGE_EMULATOR_HOST ("" and "default" there mean Google's, as gcsfs reads it)."""
-    host = os.environ.get("STORAGE_EMULATOR_HOST", "")
-    return options.get("endpoint_url") or (None if host in ("", "default") else host)
-
-
-def protocol_of(uri: str) -> str:
-    """`s3` for `s3://b/k`, `file` for local paths."""
-    return uri.split("://", 1)[0] if "://" in uri else "file"
-
-
-def open_fs(uri: str, storage: StorageSettings) -> tuple[Any, str]:
-    """The fsspec filesystem holding `uri` and the path within it."""
-    import fsspec
-
-    protocol = protocol_of(uri)
-    options = storage.fs_options(protocol)
-    if protocol in GCS_PROTOCOLS and _own_gcs_endpoint(options):
-        # gcsfs registers ExtendedGcsFileSystem for gs://, which first asks Google's gRPC Storage
-        # Control API for each bucket's layout (zonal, hierarchical). An endpoint of one's own (an
-        # emulator, a GCS-compatible store) speaks only the JSON API: the lookup runs into its
-        # 60 s timeout, and a failed lookup is not cached, so every call would wait that long.
-        # The JSON-API filesystem underneath does all the pipeline needs.
-        from gcsfs.core import GCSFileSystem
-
-        return GCSFileSystem(**options), GCSFileSystem._strip_protocol(uri)
-    return fsspec.core.url_to_fs(uri, **options)
 
 
 def is_local(fs: Any) -> bool:

@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
-from pipeline.storage import StorageSettings, open_fs
+from model.storage import StorageSettings, open_fs
 
 from .deadlines import within
 from .errors import (

@@ -8,8 +8,8 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from model.latents import VideoOrigin, clip_key
 from model.media import Clip, ClipSettings, probe_video, sample_clips
-from pipeline.records import clip_key
 
 from .bodies import VIDEO_BODY_TYPES, content_type_of, read_body, video_from_body
 from .engine import EncodeJob, JobResult, LatentEngine
@@ -96,19 +96,9 @@ def _clip_keys(
     clips: list[Clip], source: str, clip_settings: ClipSettings, engine: LatentEngine, latent_kind: str
 ) -> list[str]:
     """The keys the pipeline would give these clips (they also seed sampled latents)."""
-    return [
-        clip_key(
-            source_uri=source,
-            member_key="",
-            version="",
-            frame_indices=clip.frame_indices,
-            target_size=clip.target_size,
-            resize_mode=clip_settings.resize_mode,
-            model_id=engine.encoder.model_id,
-            latent_kind=latent_kind,
-        )
-        for clip in clips
-    ]
+    origin = VideoOrigin(source)
+    model_id = engine.encoder.model_id
+    return [clip_key(origin, clip, clip_settings.resize_mode, model_id, latent_kind) for clip in clips]
 
 
 async def _encode_clips(

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+from model.latents import ClipEncoder, LatentKind
 from model.media import to_model_input
-from pipeline.encoding import ClipEncoder, LatentKind
 
 from .settings import ServeSettings
 

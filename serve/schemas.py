@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.latents import LatentKind
 from model.media import ClipSettings
-from pipeline.encoding import LatentKind
 
 from .errors import LimitExceeded
 from .request_memory import MIB, EncodeFootprint, StreamSize, encode_footprint

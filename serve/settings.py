@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.latents import EncoderSettings
 from model.media import ClipSettings
-from pipeline.encoding import EncoderSettings
-from pipeline.storage import StorageSettings
+from model.storage import StorageSettings
 
 from .uris import normalize_prefix
 

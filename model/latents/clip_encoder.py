@@ -1,4 +1,4 @@
-"""ClipEncoder: the model loaded once, mapping same-shape clip batches to latents (shared with serve, Ray-free)."""
+"""ClipEncoder: the model loaded once, mapping same-shape clip batches to latents, as both doors (the pipeline's actors, the service's replicas) run it."""
 
 from __future__ import annotations
 
@@ -12,24 +12,17 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model import DtypeChoice, WFVAEConfig, choose_dtype, load_wfvae
-from model.media import to_model_input
+from ..checkpoint import load_wfvae
+from ..config import WFVAEConfig
+from ..media import to_model_input
+from ..precision import DtypeChoice, choose_dtype
+from .identity import config_hash, latent_metadata, model_identity, resolve_source
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ClipEncoder",
-    "EncoderSettings",
-    "LatentKind",
-    "model_identity",
-    "resolve_device",
-    "resolve_dtype",
-    "resolve_source",
-]
+__all__ = ["ClipEncoder", "EncoderSettings", "LatentKind", "resolve_device"]
 
 LatentKind = Literal["mean", "sample", "moments"]
-HASH_CHUNK = 2**20
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
 
 class EncoderSettings(BaseModel):
@@ -65,50 +58,11 @@ class EncoderSettings(BaseModel):
     )
 
 
-def resolve_source(source: str | Path | None) -> str:
-    """The model source, the bundled model when none is given."""
-    if source is None:
-        from model import default_model_dir
-
-        return str(default_model_dir())
-    return str(source)
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """`auto`/None: cuda when available, else cpu."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def resolve_dtype(
-    dtype: str | torch.dtype | None, device: torch.device, force: bool = False
-) -> torch.dtype:
-    """`model.choose_dtype`'s dtype: `auto`/None is bfloat16 on GPU and on CPUs with AMX-BF16,
-    else float32; bf16/fp16 on a CPU without fast kernels are refused unless `force`."""
-    return choose_dtype(dtype, device, force=force).dtype
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def model_identity(source: str | Path | None) -> str:
-    """`name-<sha256 of the weights>[:12]` for local models, the hub id itself otherwise."""
-    path = Path(resolve_source(source))
-    if path.is_dir():
-        weights = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-        if weights:
-            digest = hashlib.sha256("".join(_file_digest(w) for w in weights).encode()).hexdigest()
-            return f"{path.name}-{digest[:12]}"
-        return path.name
-    if path.is_file():
-        return f"{path.stem}-{_file_digest(path)[:12]}"
-    return str(source)
 
 
 def _clip_seed(base: int, key: str) -> int:
@@ -122,7 +76,7 @@ class ClipEncoder:
     def __init__(
         self,
         model_source: str | Path | None = None,
-        dtype: str | torch.dtype | None = "auto",
+        dtype: str | torch.dtype | DtypeChoice | None = "auto",
         device: str | torch.device | None = "auto",
         force_dtype: bool = False,
         chunk_frames: int | None = None,
@@ -132,23 +86,28 @@ class ClipEncoder:
     ) -> None:
         self.source = resolve_source(model_source)
         self.device = resolve_device(device)
-        self.dtype_choice: DtypeChoice = choose_dtype(dtype, self.device, force=force_dtype)
+        # A DtypeChoice is a decision made already (the pipeline's driver makes one per run, and
+        # its reason is what the metadata records); the slow-precision rule still holds for it
+        # on this device when the model loads.
+        self.dtype_choice = (
+            dtype if isinstance(dtype, DtypeChoice) else choose_dtype(dtype, self.device, force=force_dtype)
+        )
         self.dtype = self.dtype_choice.dtype
         self.chunk_frames = chunk_frames
         self.latent_kind = latent_kind
         self.seed = seed
         self.model_id = model_id or model_identity(self.source)
-        self.vae = load_wfvae(self.source, dtype=self.dtype, device=self.device)
+        self.vae = load_wfvae(self.source, dtype=self.dtype, device=self.device, force_dtype=force_dtype)
         self.vae.eval()
-        config_json = self.vae.config.model_dump_json()
-        self.config_hash = hashlib.sha256(config_json.encode()).hexdigest()[:16]
+        self.config_hash = config_hash(self.vae.config)
         log.info("loaded %s (%s) on %s as %s", self.model_id, self.source, self.device, self.dtype)
 
     @classmethod
-    def from_settings(cls, settings: EncoderSettings) -> ClipEncoder:
+    def from_settings(cls, settings: EncoderSettings, precision: DtypeChoice | None = None) -> ClipEncoder:
+        """The encoder `settings` describe; `precision`, where given, is the dtype decided for it."""
         return cls(
             model_source=settings.source,
-            dtype=settings.dtype,
+            dtype=settings.dtype if precision is None else precision,
             device=settings.device,
             force_dtype=settings.force_dtype,
             chunk_frames=settings.chunk_frames,
@@ -170,17 +129,7 @@ class ClipEncoder:
 
     def metadata(self) -> dict[str, object]:
         """What a reader needs to know about these latents (for Parquet key-value metadata)."""
-        config = self.vae.config
-        return {
-            "model_id": self.model_id,
-            "config_hash": self.config_hash,
-            "latent_kind": self.latent_kind,
-            "latent_dim": int(config.latent_dim),
-            "scale": list(np.atleast_1d(np.asarray(config.scale, dtype=float)).tolist()),
-            "shift": list(np.atleast_1d(np.asarray(config.shift, dtype=float)).tolist()),
-            "encode_dtype": self.dtype_choice.name,
-            "encode_dtype_reason": self.dtype_choice.reason,
-        }
+        return latent_metadata(self.vae.config, self.model_id, self.latent_kind, self.dtype_choice)
 
     @torch.inference_mode()
     def encode(

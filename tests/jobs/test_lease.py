@@ -15,14 +15,14 @@ import pytest
 from jobs.encode_webvid import main as encode_main
 from jobs.lease import Lease, LeaseBusyError, LeaseKeeper, LeaseLostError, lock_uri
 from jobs.refresh_dataset import main as refresh_main
-from pipeline.storage import StorageSettings
+from model.storage import StorageSettings
 
 LOCAL = StorageSettings()
 BUCKET = "jobs-lease"
 HOLD_SCRIPT = """
 import sys, time
 from jobs.lease import Lease
-from pipeline.storage import StorageSettings
+from model.storage import StorageSettings
 Lease(sys.argv[1], StorageSettings(), "holder").acquire()
 print("held", flush=True)
 time.sleep(600)

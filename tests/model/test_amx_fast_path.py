@@ -39,7 +39,7 @@ def test_plan_takes_channels_last_only_in_cpu_bf16_inference(tiny_parity_dir: Pa
 
 
 def test_weights_go_channels_last_and_back(tiny_parity_dir: Path) -> None:
-    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16)
+    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16, force_dtype=True)
     before = [w.clone() for w in _conv_weights(vae)]
     set_weight_layout(vae, True)
     for weight in _conv_weights(vae):

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model import WFVAE, CheckpointError, ConfigError, load_wfvae, read_state_dict, save_wfvae
-from model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_checkpoint
 
 
 def _assert_same_weights(a: WFVAE, b: WFVAE) -> None:
@@ -95,6 +95,29 @@ def test_wrong_shapes_are_named(tiny_parity_dir: Path, tmp_path: Path) -> None:
         load_wfvae(tmp_path)
 
 
+def test_checking_a_checkpoint_refuses_what_loading_refuses_without_loading(
+    tiny_parity_dir: Path, tiny_vae: WFVAE, tmp_path: Path
+) -> None:
+    assert check_checkpoint(tiny_parity_dir) == tiny_vae.config
+    weights = load_file(str(tiny_parity_dir / WEIGHTS_NAME))
+    shutil.copy(tiny_parity_dir / CONFIG_NAME, tmp_path / CONFIG_NAME)
+    for name, change in [("missing", None), ("wrong shape", torch.zeros(7))]:
+        broken = dict(weights)
+        if change is None:
+            del broken["decoder.conv_out.bias"]
+        else:
+            broken["decoder.conv_out.bias"] = change
+        save_file(broken, str(tmp_path / WEIGHTS_NAME))
+        with pytest.raises(CheckpointError) as loading:
+            load_wfvae(tmp_path)
+        with pytest.raises(CheckpointError) as checking:
+            check_checkpoint(tmp_path)
+        assert str(checking.value) == str(loading.value) and "decoder.conv_out.bias" in str(loading.value), name
+    ckpt = tmp_path / "model.ckpt"  # a training checkpoint: read whole, checked the same way
+    torch.save({"state_dict": weights}, ckpt)
+    assert check_checkpoint(ckpt) == tiny_vae.config
+
+
 def test_bad_sources_fail_clearly(tmp_path: Path, tiny_parity_dir: Path) -> None:
     with pytest.raises(CheckpointError, match="no model at"):
         load_wfvae(tmp_path / "nowhere")
@@ -116,7 +139,7 @@ def test_hub_id_without_network_fails_with_advice(monkeypatch: pytest.MonkeyPatc
 
 
 def test_dtype_and_device_options(tiny_parity_dir: Path) -> None:
-    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16, device="cpu")
+    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16, device="cpu", force_dtype=True)
     assert {p.dtype for p in vae.parameters()} == {torch.bfloat16}
     assert not any(p.requires_grad for p in vae.parameters())
     assert not vae.training

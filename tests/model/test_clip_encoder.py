@@ -1,4 +1,4 @@
-"""ClipEncoder (shared with serve): the same latents as the model, per-key sampling, chunking, light imports."""
+"""ClipEncoder (the pipeline's and the service's): the same latents as the model, per-key sampling, chunking, light imports."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from bundled_model import BATCH_TOLERANCE, DEFAULT_MODEL_NAME, LATENT_DIM
 from tolerances import reordered_float32
 
+from model.latents import ClipEncoder, model_identity
 from model.media import ClipSettings, sample_clips, to_model_input
-from pipeline.encoding import ClipEncoder, model_identity
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ def test_model_id_names_the_model_and_hashes_its_weights(encoder: ClipEncoder) -
 
 def test_shared_modules_import_without_ray() -> None:
     code = (
-        "import sys, model, model.media, model.cli, pipeline.encoding, pipeline.storage, pipeline.reader, pipeline.run;"
+        "import sys, model, model.media, model.cli, model.latents, model.storage, pipeline.storage, pipeline.reader, pipeline.run;"
         "heavy = {'ray', 'fastapi', 'starlette'} & set(sys.modules);"
         "assert not heavy, f'{heavy} imported'"
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ConfigError, SlowPrecisionError, choose_dtype, cpu_capability
-from model.precision import CpuCapability
+from model import ConfigError, SlowPrecisionError, choose_dtype, cpu_capability, load_wfvae
+from model.precision import CpuCapability, parse_dtype
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
@@ -101,3 +101,15 @@ def test_cli_refuses_bf16_when_onednn_is_held_below_amx(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "bfloat16 on this CPU would be far slower than float32" in result.stderr
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in result.stderr and "--force-dtype" in result.stderr
+
+
+@pytest.mark.parametrize("requested", ["bf16", torch.bfloat16, "float16", torch.float16])
+def test_loading_refuses_a_slow_precision_however_it_is_spelled(
+    tiny_parity_dir: Path, monkeypatch: pytest.MonkeyPatch, requested: str | torch.dtype
+) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN held below AMX, on any CPU
+    with pytest.raises(SlowPrecisionError, match="far slower than float32"):
+        load_wfvae(tiny_parity_dir, dtype=requested, device="cpu")
+    forced = load_wfvae(tiny_parity_dir, dtype=requested, device="cpu", force_dtype=True)
+    assert {p.dtype for p in forced.parameters()} == {parse_dtype(requested)}
+    assert {p.dtype for p in load_wfvae(tiny_parity_dir, dtype=torch.float32).parameters()} == {torch.float32}

@@ -217,7 +217,7 @@ def test_causality(tiny_vae: WFVAE) -> None:
 def test_bf16_streams_match_whole_clip(tiny_parity_dir) -> None:
     from model import load_wfvae
 
-    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16)
+    vae = load_wfvae(tiny_parity_dir, dtype=torch.bfloat16, force_dtype=True)
     x = torch.rand(1, 3, 17, 16, 16) * 2 - 1
     with torch.inference_mode():
         whole = vae.encode(x).moments.float()

@@ -121,7 +121,7 @@ def s3_corpus(corpus: Corpus, s3_endpoint: str) -> str:
 @pytest.fixture(scope="session")
 def gcs_corpus(corpus: Corpus, gcs_endpoint: str) -> str:
     """The corpus uploaded to `gs://videos/` on the GCS emulator (over its JSON API, by gcsfs)."""
-    from pipeline.storage import StorageSettings, open_fs
+    from model.storage import StorageSettings, open_fs
 
     fs, bucket = open_fs(f"gs://{BUCKET}", StorageSettings(gcs_endpoint_url=gcs_endpoint))
     fs.mkdir(bucket)  # a bucket, at the top level

@@ -25,10 +25,10 @@ from pipeline_cluster import (
 from test_pipeline_resume import assert_same_rows
 
 from jobs.job_cli import JobOptions
+from model.storage import StorageSettings
 from pipeline.manifest import load_markers
 from pipeline.progress import ENCODE, READ, WRITE, StageCounts, stalled_stage
 from pipeline.run import run_pipeline
-from pipeline.storage import StorageSettings
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from model import cpu_capability
-from pipeline.encoding import ClipEncoder, EncoderSettings
+from model.latents import ClipEncoder, EncoderSettings
 from pipeline.run import _encode_dtype
 
 

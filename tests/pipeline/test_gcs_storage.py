@@ -22,12 +22,13 @@ from test_pipeline_run import (
     source_name,
 )
 
-from pipeline.encoding import ClipEncoder
+from model.latents import ClipEncoder
+from model.storage import StorageSettings, open_fs
 from pipeline.manifest import INDEX_FILE, load_markers
 from pipeline.run import run_pipeline
 from pipeline.settings import load_settings
 from pipeline.sources import TAR_READ_BLOCK, Sample, iter_tar_samples, list_sources
-from pipeline.storage import StorageSettings, atomic_write, expand_inputs, file_version, open_fs
+from pipeline.storage import atomic_write, expand_inputs, file_version
 
 SHARDS = ("shard-00000.tar", "shard-00001.tar")
 FILES = ("clip_a.mp4", "clip_b.mp4", "short.mp4")

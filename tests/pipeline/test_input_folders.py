@@ -11,9 +11,10 @@ from test_pipeline_resume import assert_same_rows
 
 from jobs.encode_webvid import main as encode_main
 from jobs.refresh_dataset import main as refresh_main
+from model.storage import StorageSettings
 from pipeline.run import run_pipeline
 from pipeline.sources import list_sources
-from pipeline.storage import StorageSettings, expand_inputs
+from pipeline.storage import expand_inputs
 
 CORPUS_INPUTS = [
     "files/clip_a.mp4",

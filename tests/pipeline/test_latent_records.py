@@ -1,4 +1,4 @@
-"""Latent bytes, deterministic keys and Parquet metadata, read back with plain pyarrow, pandas and torch."""
+"""Latent bytes and Parquet metadata, read back with plain pyarrow, pandas and torch."""
 
 from __future__ import annotations
 
@@ -10,26 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from model.storage import StorageSettings
 from pipeline.records import (
     LATENT_SCHEMA,
-    clip_key,
     latent_from_bytes,
     latent_to_bytes,
     read_file_metadata,
     write_parquet,
 )
-from pipeline.storage import StorageSettings
-
-KEY_PARTS = {
-    "source_uri": "s3://b/shard-00000.tar",
-    "member_key": "000001",
-    "version": "etag1",
-    "frame_indices": [0, 1, 2, 3, 4],
-    "target_size": (64, 64),
-    "resize_mode": "crop",
-    "model_id": "wfvae-abc",
-    "latent_kind": "mean",
-}
 
 
 def test_float32_latents_round_trip_exactly_and_torch_reads_the_bytes() -> None:
@@ -52,23 +40,6 @@ def test_half_precision_storage_matches_torch_rounding(dtype: str) -> None:
     assert torch.equal(
         torch.frombuffer(bytearray(data), dtype=getattr(torch, dtype)).reshape(shape), expected
     )
-
-
-def test_keys_are_deterministic_and_change_with_every_part() -> None:
-    key = clip_key(**KEY_PARTS)
-    assert key == clip_key(**KEY_PARTS) and len(key) == 32
-    changes = {
-        "source_uri": "s3://b/other.tar",
-        "member_key": "000002",
-        "version": "etag2",
-        "frame_indices": [1, 2, 3, 4, 5],
-        "target_size": (64, 128),
-        "resize_mode": "stretch",
-        "model_id": "wfvae-def",
-        "latent_kind": "sample",
-    }
-    for name, value in changes.items():
-        assert clip_key(**{**KEY_PARTS, name: value}) != key, name
 
 
 def test_parquet_metadata_round_trips_and_pandas_reads_the_rows(tmp_path: Path) -> None:

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.storage import (
-    StorageSettings,
-    atomic_write,
-    expand_braces,
-    expand_inputs,
-    file_version,
-    open_fs,
-)
+from model.storage import StorageSettings, open_fs
+from pipeline.storage import atomic_write, expand_braces, expand_inputs, file_version
 
 
 def test_brace_ranges_keep_zero_padding_and_alternatives_expand() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from model.storage import open_fs
 from pipeline.progress import EtaLog
-from pipeline.storage import open_fs
 
 METRICS_WAIT_S = 60  # Ray's workers push metrics to their node's agent every few seconds
 

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from test_pipeline_run import read_prefix
 
+from model.storage import open_fs
 from pipeline.manifest import load_markers
-from pipeline.storage import open_fs
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import torch
 from bundled_model import LATENT_DIM
 from test_pipeline_run import read_prefix
 
+from model.latents import ClipEncoder
 from model.media import sample_clips
-from pipeline.encoding import ClipEncoder
 from pipeline.records import latent_from_bytes
 from pipeline.run import run_pipeline
 

@@ -16,10 +16,10 @@ import numpy as np
 from pipeline_cluster import encoder_pids
 from test_pipeline_run import PARITY_TOLERANCE, read_prefix
 
+from model.storage import open_fs
 from pipeline.manifest import load_markers
 from pipeline.records import latent_from_bytes
 from pipeline.run import run_pipeline
-from pipeline.storage import open_fs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_DEADLINE_S = 120.0

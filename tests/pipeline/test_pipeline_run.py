@@ -13,12 +13,12 @@ import torch
 from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 
 from model.errors import ConfigError
+from model.latents import ClipEncoder
 from model.media import sample_clips, to_model_input
-from pipeline.encoding import ClipEncoder
+from model.storage import open_fs
 from pipeline.manifest import INDEX_FILE, load_markers, write_index, write_marker
 from pipeline.records import latent_from_bytes, read_file_metadata
 from pipeline.run import run_pipeline
-from pipeline.storage import open_fs
 
 PARITY_TOLERANCE = BATCH_TOLERANCE
 

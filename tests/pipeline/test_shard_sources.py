@@ -7,6 +7,7 @@ import json
 import tarfile
 from typing import Any
 
+from model.storage import StorageSettings, open_fs
 from pipeline.sources import (
     Sample,
     SampleError,
@@ -15,7 +16,7 @@ from pipeline.sources import (
     iter_unit_samples,
     list_sources,
 )
-from pipeline.storage import StorageSettings, atomic_write, open_fs
+from pipeline.storage import atomic_write
 
 
 def test_tar_shard_streams_samples_with_captions_and_metadata(

@@ -9,10 +9,10 @@ import pyarrow as pa
 from bundled_model import LATENT_DIM
 
 from model.media import ClipSettings
+from model.storage import StorageSettings
 from pipeline.records import ENCODED_SCHEMA, TRANSIT_SCHEMA
 from pipeline.sources import list_sources
 from pipeline.stages import EMPTY_ROW, EncodeStage, unit_rows
-from pipeline.storage import StorageSettings
 
 CLIPS = ClipSettings(num_frames=9, height=64, width=64, clip_mode="all")
 

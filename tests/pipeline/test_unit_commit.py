@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_pipeline_run import read_prefix
 
+from model.storage import StorageSettings
 from pipeline.committer import UnitCommitter
 from pipeline.manifest import (
     INDEX_FILE,
@@ -24,7 +25,6 @@ from pipeline.parts import PART_SCHEMA, part_records
 from pipeline.reader import LatentShardDataset, list_shards
 from pipeline.records import ENCODED_SCHEMA, latent_to_bytes
 from pipeline.sources import WorkUnit
-from pipeline.storage import StorageSettings
 
 STORAGE = StorageSettings()
 META = {"latent_kind": "mean", "model_id": "test-model"}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from serve_testing import ENCODER, Service, guard_args, main_args, strict_args
 
-from pipeline.encoding import ClipEncoder
+from model.latents import ClipEncoder
 from serve.settings import ServeArgs
 
 READY_TIMEOUT_S = 120.0

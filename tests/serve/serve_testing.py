@@ -14,9 +14,9 @@ import torch
 from bundled_model import BATCH_TOLERANCE, LATENT_DIM
 from safetensors.torch import load
 
+from model.latents import ClipEncoder, EncoderSettings
 from model.media import ClipSettings, sample_clips
-from pipeline.encoding import ClipEncoder, EncoderSettings
-from pipeline.storage import StorageSettings
+from model.storage import StorageSettings
 from serve.settings import ServeArgs
 
 SAFETENSORS = "application/vnd.safetensors"

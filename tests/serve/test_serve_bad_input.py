@@ -25,8 +25,8 @@ from serve_testing import (
     safetensors_tensors,
 )
 
+from model.latents import ClipEncoder
 from model.media import encode_mp4
-from pipeline.encoding import ClipEncoder
 
 MP4 = "video/mp4"
 NPY = "application/x-npy"

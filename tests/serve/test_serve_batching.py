@@ -18,7 +18,7 @@ from serve_testing import (
     safetensors_tensors,
 )
 
-from pipeline.encoding import ClipEncoder
+from model.latents import ClipEncoder
 
 CONCURRENCY = 16
 

@@ -28,8 +28,8 @@ from serve_testing import (
     safetensors_tensors,
 )
 
+from model.latents import ClipEncoder
 from model.media import sample_clips, to_uint8_frames
-from pipeline.encoding import ClipEncoder
 
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # BT.601
 
