@@ -7,7 +7,8 @@ import json
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -15,9 +16,12 @@ import pyarrow.compute as pc
 
 from model.storage import StorageSettings
 from pipeline.manifest import ERRORS_DIR, LATENTS_DIR, ChannelSums, part_name
-from pipeline.progress import WRITE, report
+from pipeline.progress import WRITE, ProgressBoard, report
 from pipeline.records import ERROR_SCHEMA, LATENT_SCHEMA, latent_from_bytes, write_parquet
 from pipeline.storage import join_uri
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,7 @@ def _sample_counts(rows: pa.Table) -> tuple[list[int], list[int], list[int]]:
 
 
 def part_records(
-    batch: pa.Table, output: str, storage: StorageSettings, file_metadata: dict[str, Any]
+    batch: pa.Table, output: str, storage: StorageSettings, file_metadata: Mapping[str, object]
 ) -> pa.Table:
     """Write each unit's rows of `batch` as one latents and one errors part; return PART_SCHEMA rows.
 
@@ -156,13 +160,13 @@ def part_records(
 def write_parts(
     batch: pa.Table,
     output: str,
-    storage: dict[str, Any],
-    file_metadata: dict[str, Any],
-    board: Any = None,
+    storage: StorageSettings,
+    file_metadata: Mapping[str, object],
+    board: ActorHandle[ProgressBoard] | None = None,
 ) -> pa.Table:
     """Ray `map_batches` UDF: encoded rows in, part files out, PART_SCHEMA records back."""
     started = time.process_time()
-    records = part_records(batch, output, StorageSettings.model_validate(storage), file_metadata)
+    records = part_records(batch, output, storage, file_metadata)
     report(
         board,
         WRITE,

@@ -14,10 +14,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+    from ray.util.metrics import Counter
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ __all__ = [
 READ, ENCODE, WRITE = "read_and_decode", "encode", "write_parts"
 BOARD_TIMEOUT_S = 10.0  # a board that does not answer counts as no progress, not as a failure
 _DONE = object()
+T = TypeVar("T")
+# What a stage reports: counts and seconds, and error rows by "stage:reason".
+Count = float | dict[str, int]
 
 
 class StageCounts(BaseModel):
@@ -81,7 +88,7 @@ class ProgressBoard:
     def __init__(self) -> None:
         self.counts = StageCounts()
 
-    def add(self, **counts: Any) -> None:
+    def add(self, **counts: Count) -> None:
         for name, value in counts.items():
             if name == "errors":
                 for reason, n in value.items():
@@ -93,7 +100,7 @@ class ProgressBoard:
         return self.counts.model_copy(deep=True)
 
 
-def create_board() -> Any:  # ray.actor.ActorHandle
+def create_board() -> ActorHandle[ProgressBoard]:
     """A ProgressBoard actor on this (the driver's) node, holding no CPU."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -107,7 +114,7 @@ def create_board() -> Any:  # ray.actor.ActorHandle
     )
 
 
-_METRICS: dict[str, Any] = {}
+_METRICS: dict[str, Counter] = {}
 METRIC_COUNTS = {  # StageCounts fields exported as counters, tagged with the stage
     **{
         name: f"{name.replace('_', ' ')} by the pipeline"
@@ -119,7 +126,7 @@ METRIC_COUNTS = {  # StageCounts fields exported as counters, tagged with the st
 }
 
 
-def _metric(name: str, description: str, tags: tuple[str, ...] = ()) -> Any:
+def _metric(name: str, description: str, tags: tuple[str, ...] = ()) -> Counter:
     if name not in _METRICS:
         from ray.util.metrics import Counter
 
@@ -127,7 +134,7 @@ def _metric(name: str, description: str, tags: tuple[str, ...] = ()) -> Any:
     return _METRICS[name]
 
 
-def report(board: Any, stage: str, **counts: Any) -> None:
+def report(board: ActorHandle[ProgressBoard] | None, stage: str, **counts: Count) -> None:
     """Add a stage's finished work to the board (fire and forget) and to its Ray metrics."""
     if board is not None:
         board.add.remote(**counts)
@@ -152,7 +159,7 @@ class EtaLog:
         total_units: int,
         after_units: int = 3,
         every_s: float = 30.0,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total = total_units
         self.after_units = after_units
@@ -196,7 +203,7 @@ def stalled_stage(counts: StageCounts, units: int) -> str:
     return "commit (driver)"
 
 
-def _pump(blocks: Iterator[Any], out: queue.Queue[Any]) -> None:
+def _pump(blocks: Iterator[object], out: queue.Queue[object]) -> None:
     try:
         for block in blocks:
             out.put(block)
@@ -210,7 +217,9 @@ class StallWatchdog:
     board moved for `stall_timeout_s`. The blocks are pulled on a daemon thread, so a hang inside
     Ray cannot hold the driver. `counts` is the board's last snapshot."""
 
-    def __init__(self, board: Any, units: int, stall_timeout_s: float, poll_s: float = 2.0) -> None:
+    def __init__(
+        self, board: ActorHandle[ProgressBoard], units: int, stall_timeout_s: float, poll_s: float = 2.0
+    ) -> None:
         self.board = board
         self.units = units
         self.stall_timeout_s = stall_timeout_s
@@ -229,8 +238,8 @@ class StallWatchdog:
             log.warning("the progress board restarted (its node was lost): counts start over")
         return counts
 
-    def stream(self, blocks: Iterator[Any]) -> Iterator[Any]:
-        pending: queue.Queue[Any] = queue.Queue(maxsize=8)
+    def stream(self, blocks: Iterator[T]) -> Iterator[T]:
+        pending: queue.Queue[object] = queue.Queue(maxsize=8)
         threading.Thread(target=_pump, args=(blocks, pending), daemon=True, name="blocks").start()
         last_move = time.monotonic()
         while True:
@@ -244,7 +253,7 @@ class StallWatchdog:
                 raise item
             if item is not None:
                 last_move = time.monotonic()
-                yield item
+                yield cast(T, item)  # a block, as `blocks` gave it
                 continue
             counts = self._snapshot()
             if counts is not None and counts != self.counts:

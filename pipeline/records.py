@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -139,7 +138,7 @@ def latent_from_bytes(data: bytes, shape: list[int], dtype: str) -> np.ndarray:
     )
 
 
-def file_metadata(values: Mapping[str, Any]) -> dict[bytes, bytes]:
+def file_metadata(values: Mapping[str, object]) -> dict[bytes, bytes]:
     """Key-value metadata for a Parquet footer: `wfvae.<name>` -> JSON text."""
     merged = {"format_version": FORMAT_VERSION, **values}
     return {
@@ -161,7 +160,7 @@ def read_file_metadata(schema: pa.Schema) -> dict[str, str]:
 
 
 def write_parquet(
-    uri: str, table: pa.Table, metadata: Mapping[str, Any], storage: StorageSettings
+    uri: str, table: pa.Table, metadata: Mapping[str, object], storage: StorageSettings
 ) -> int:
     """Write `table` with `wfvae.*` metadata to `uri` atomically; return the bytes written."""
     table = table.replace_schema_metadata(file_metadata(metadata))

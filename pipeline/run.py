@@ -15,8 +15,9 @@ import torch
 from pydantic import BaseModel, Field
 
 from model import DtypeChoice, choose_dtype
+from model.checkpoint import check_checkpoint
 from model.errors import ConfigError
-from model.latents import ClipEncoder, EncoderSettings, model_identity
+from model.latents import EncoderSettings, latent_metadata, model_identity, resolve_source
 from pipeline.balance import (
     DECODE_BOUND_IDLE_SHARE,
     ENCODE_BOUND_MIN_WAIT_S,
@@ -52,6 +53,7 @@ __all__ = [
     "RunSummary",
     "build_dataset",
     "check_one_precision",
+    "encode_precision",
     "encoder_strategy",
     "side_concurrency",
     "latent_stats",
@@ -253,6 +255,7 @@ def build_dataset(
     settings: PipelineSettings,
     units: list[WorkUnit],
     encoder: EncoderSettings,
+    precision: DtypeChoice,
     gpus: float,
     file_metadata: dict[str, Any],
     board: Any = None,
@@ -290,8 +293,8 @@ def build_dataset(
         batch_size=1,
         batch_format="pyarrow",
         fn_kwargs={
-            "storage": settings.storage.model_dump(mode="json"),
-            "clip_settings": settings.clips.model_dump(mode="json"),
+            "storage": settings.storage,
+            "clip_settings": settings.clips,
             "model_id": encoder.model_id,
             "latent_kind": encoder.latent_kind,
             "board": board,
@@ -306,9 +309,10 @@ def build_dataset(
         batch_size=settings.batch_size,
         batch_format="pyarrow",
         fn_constructor_kwargs={
-            "encoder": encoder.model_dump(mode="json"),
+            "encoder": encoder,
             "batch_size": settings.batch_size,
             "latent_dtype": settings.latent_dtype,
+            "precision": precision,
             "board": board,
         },
         compute=encoder_strategy(pool),
@@ -323,7 +327,7 @@ def build_dataset(
         batch_format="pyarrow",
         fn_kwargs={
             "output": settings.output,
-            "storage": settings.storage.model_dump(mode="json"),
+            "storage": settings.storage,
             "file_metadata": file_metadata,
             "board": board,
         },
@@ -345,6 +349,7 @@ def _execute(
     settings: PipelineSettings,
     units: list[WorkUnit],
     encoder: EncoderSettings,
+    precision: DtypeChoice,
     gpus: float,
     file_metadata: dict[str, Any],
     committer: UnitCommitter,
@@ -356,7 +361,7 @@ def _execute(
     board = create_board()
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     dataset = build_dataset(
-        settings, units, encoder, gpus, file_metadata, board=board, cluster_cpus=cpus
+        settings, units, encoder, precision, gpus, file_metadata, board=board, cluster_cpus=cpus
     )
     blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
     eta = EtaLog(len(units))
@@ -376,10 +381,11 @@ def _execute(
     return execution
 
 
-def _encode_dtype(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
-    """The encode dtype of a run. GPU actors resolve `auto` on their GPU (bfloat16, float16 where
-    a GPU lacks it); on a CPU cluster the driver resolves it on its CPU (`model.precision`: bfloat16
-    with AMX-BF16, else float32) and the actors are given that dtype."""
+def encode_precision(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
+    """The run's encode dtype, decided once on the driver and handed to every encoder actor (the
+    files' metadata names it). On GPU workers `auto` is bfloat16; on a CPU cluster the driver's
+    CPU decides (`model.precision`: bfloat16 with AMX-BF16, else float32), and an actor whose own
+    CPU would run that dtype slowly refuses it as it loads the model (`SlowPrecisionError`)."""
     if gpus:
         if encoder.dtype == "auto":
             return DtypeChoice(torch.bfloat16, "auto on CUDA workers")
@@ -406,39 +412,33 @@ def check_one_precision(output: str, finished: Iterable[UnitMarker], encode_dtyp
 def run_pipeline(settings: PipelineSettings) -> RunSummary:
     """Encode every new input under `settings` into Parquet latent shards; return the summary."""
     start, driver_cpu = time.perf_counter(), time.process_time()
-    model_id = settings.encoder.model_id or model_identity(settings.encoder.source)
+    source = resolve_source(settings.encoder.source)
+    config = check_checkpoint(source)  # fails fast on a bad model, without building one
+    model_id = settings.encoder.model_id or model_identity(source)
     encoder = settings.encoder.model_copy(update={"model_id": model_id})
-    # Load once on the driver (CPU): fails fast on a bad model and gives the files' metadata.
-    probe = ClipEncoder.from_settings(
-        encoder.model_copy(update={"device": "cpu", "dtype": "float32"})
-    )
-    model_metadata = probe.metadata()
-    del probe
     plan = plan_run(settings, model_id)
     log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
     gpus = 0.0
     if plan.units:
         _ray_init(settings)
         gpus = _cluster_gpus()
-    encode_dtype = _encode_dtype(encoder, gpus > 0)
-    if not gpus:  # the actors encode in the dtype the metadata names (decided here, once)
-        encoder = encoder.model_copy(update={"dtype": encode_dtype.name})
+    precision = encode_precision(encoder, gpus > 0)
     file_metadata = {
-        **model_metadata,
-        "encode_dtype": encode_dtype.name,
-        "encode_dtype_reason": encode_dtype.reason,
+        **latent_metadata(config, model_id, encoder.latent_kind, precision),
         "latent_dtype": settings.latent_dtype,
         "settings_hash": settings.output_hash(model_id),
         "clip_settings": settings.clips.model_dump(mode="json"),
     }
     if plan.units:
-        check_one_precision(settings.output, plan.finished.values(), encode_dtype)
+        check_one_precision(settings.output, plan.finished.values(), precision)
     committer = UnitCommitter(
-        settings.output, settings.storage, plan.units, settings.output_hash(model_id), encode_dtype.name
+        settings.output, settings.storage, plan.units, settings.output_hash(model_id), precision.name
     )
     execution = _Execution()
     if plan.units:
-        execution = _execute(settings, plan.units, encoder, gpus, file_metadata, committer, start)
+        execution = _execute(
+            settings, plan.units, encoder, precision, gpus, file_metadata, committer, start
+        )
     new_markers = committer.finish()
     if new_markers:
         finished = {**plan.finished, **{m.unit_id: m for m in new_markers}}

@@ -6,7 +6,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,10 +14,14 @@ import pyarrow as pa
 from model.errors import WFVAEError
 from model.latents import ClipEncoder, EncoderSettings, clip_key, error_key
 from model.media import ClipSettings, error_reason, sample_clips
+from model.precision import DtypeChoice
 from model.storage import StorageSettings
-from pipeline.progress import ENCODE, READ, report
+from pipeline.progress import ENCODE, READ, ProgressBoard, report
 from pipeline.records import ENCODED_SCHEMA, ENCODER_INPUT_COLUMNS, TRANSIT_SCHEMA, latent_to_bytes
 from pipeline.sources import Sample, SampleError, WorkUnit, iter_unit_samples
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +131,11 @@ def unit_rows(
 
 def read_and_decode(
     batch: pa.Table,
-    storage: dict[str, Any],
-    clip_settings: dict[str, Any],
+    storage: StorageSettings,
+    clip_settings: ClipSettings,
     model_id: str,
     latent_kind: str,
-    board: Any = None,
+    board: ActorHandle[ProgressBoard] | None = None,
     block_bytes: int | None = None,
 ) -> Iterator[pa.Table]:
     """Ray `map_batches` UDF over a batch of work units (one row each); progress to `board`.
@@ -141,14 +145,12 @@ def read_and_decode(
     until then anyway, and so each row's `decoded_at` is when its block left this task, which
     the encoder's measure of the clips' wait needs (not the time the block took to fill).
     """
-    storage_settings = StorageSettings.model_validate(storage)
-    clip = ClipSettings.model_validate(clip_settings)
     pending: list[pa.Table] = []
     pending_bytes = 0
     for row in batch.to_pylist():
         unit = WorkUnit.from_row(row)
         started = time.process_time()
-        for table in unit_rows(unit, storage_settings, clip, model_id, latent_kind):
+        for table in unit_rows(unit, storage, clip_settings, model_id, latent_kind):
             cpu_s, started = time.process_time() - started, time.process_time()
             kinds = table.column("row_kind").to_pylist()
             reasons = [
@@ -191,12 +193,14 @@ class EncodeStage:
 
     def __init__(
         self,
-        encoder: dict[str, Any],
+        encoder: EncoderSettings,
         batch_size: int,
         latent_dtype: str = "float32",
-        board: Any = None,
+        precision: DtypeChoice | None = None,
+        board: ActorHandle[ProgressBoard] | None = None,
     ) -> None:
-        self.encoder = ClipEncoder.from_settings(EncoderSettings.model_validate(encoder))
+        # `precision`: the run's encode dtype, decided once on the driver (None: this actor's own)
+        self.encoder = ClipEncoder.from_settings(encoder, precision)
         self.batch_size = batch_size
         self.latent_dtype = latent_dtype
         self.board = board

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from model import cpu_capability
+from model import DtypeChoice, SlowPrecisionError, cpu_capability
 from model.latents import ClipEncoder, EncoderSettings
-from pipeline.run import _encode_dtype
+from pipeline.run import encode_precision
 
 
 def test_auto_encoder_runs_and_records_the_dtype_this_cpu_pays_for() -> None:
@@ -21,9 +22,29 @@ def test_auto_encoder_runs_and_records_the_dtype_this_cpu_pays_for() -> None:
     assert latent.dtype == "float32" and latent.shape[2:] == (2, 2, 2)
 
 
-def test_cpu_runs_decide_auto_once_on_the_driver_gpu_runs_on_the_workers() -> None:
-    cpu = _encode_dtype(EncoderSettings(), gpus=False)
+def test_a_run_decides_auto_once_on_the_driver() -> None:
+    cpu = encode_precision(EncoderSettings(), gpus=False)
     assert cpu.dtype == (torch.bfloat16 if cpu_capability().amx_bf16 else torch.float32)
-    gpu = _encode_dtype(EncoderSettings(), gpus=True)
+    gpu = encode_precision(EncoderSettings(), gpus=True)
     assert (gpu.dtype, gpu.reason) == (torch.bfloat16, "auto on CUDA workers")
-    assert _encode_dtype(EncoderSettings(dtype="float32"), gpus=False).dtype == torch.float32
+    assert encode_precision(EncoderSettings(dtype="float32"), gpus=False).dtype == torch.float32
+
+
+def test_actors_encode_in_the_dtype_decided_for_them_and_keep_its_reason() -> None:
+    decided = DtypeChoice(torch.float32, "decided on the driver")
+    encoder = ClipEncoder.from_settings(EncoderSettings(device="cpu"), decided)
+    assert next(encoder.vae.parameters()).dtype == torch.float32
+    assert (encoder.metadata()["encode_dtype"], encoder.metadata()["encode_dtype_reason"]) == (
+        "float32",
+        "decided on the driver",
+    )
+
+
+def test_an_actor_refuses_a_decided_dtype_its_own_cpu_runs_slowly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A driver with AMX decides bf16; a worker without it must not encode hundreds of times slower.
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # this process: oneDNN held below AMX
+    decided = DtypeChoice(torch.bfloat16, "auto on a CPU with AMX-BF16 (the driver's)")
+    with pytest.raises(SlowPrecisionError, match="far slower than float32"):
+        ClipEncoder.from_settings(EncoderSettings(device="cpu"), decided)
+    forced = ClipEncoder.from_settings(EncoderSettings(device="cpu", force_dtype=True), decided)
+    assert forced.dtype == torch.bfloat16

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 from bundled_model import LATENT_DIM
 
+from model.latents import EncoderSettings
 from model.media import ClipSettings
 from model.storage import StorageSettings
 from pipeline.records import ENCODED_SCHEMA, TRANSIT_SCHEMA
@@ -48,7 +49,7 @@ def test_encode_stage_turns_model_errors_into_rows_and_keeps_the_rest() -> None:
         }
         for k, f in (("good", good), ("bad", bad))
     ] + [{**EMPTY_ROW, "row_kind": "unit_end", "unit_id": "u", "unit_samples": 2}]
-    stage = EncodeStage({"device": "cpu", "dtype": "float32"}, batch_size=4)
+    stage = EncodeStage(EncoderSettings(device="cpu", dtype="float32"), batch_size=4)
     out = stage(pa.Table.from_pylist(rows, schema=TRANSIT_SCHEMA))
     assert out.schema == ENCODED_SCHEMA
     by_key = {r["key"]: r for r in out.to_pylist()}
