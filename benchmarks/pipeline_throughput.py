@@ -110,7 +110,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if os.environ.get("BENCH_DEBUG"):
-        logging.getLogger("pipeline.run").setLevel(logging.DEBUG)
+        logging.getLogger("pipeline.dataset").setLevel(logging.DEBUG)
 
     import ray
 

@@ -3,7 +3,7 @@
 Puts N tar shards and N finished units (marker + one latents part each) in a bucket, then times,
 side by side in one run: reading the markers one GET after another (as before), reading them
 with `pipeline.manifest.load_markers` (one listing, concurrent GETs), and the whole planning
-step of a run (`pipeline.run.plan_run`: list the shards and their versions, read the manifest,
+step of a run (`pipeline.planning.plan_run`: list the shards and their versions, read the manifest,
 remove parts no marker lists), with the compacted manifest index a run writes at its end.
 Goal: the plan for 10,000 finished units within 30 s.
 
@@ -99,7 +99,7 @@ def main() -> None:
     import boto3
 
     from pipeline.manifest import load_markers, write_index
-    from pipeline.run import plan_run
+    from pipeline.planning import plan_run
     from pipeline.settings import PipelineSettings
 
     with local_s3() as endpoint:

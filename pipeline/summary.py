@@ -1,65 +1,28 @@
-"""The batch job: plan units against the manifest, stream them through Ray Data, commit, summarise."""
+"""What a run did: its summary (`summary.json`: units, clips, errors, cost, which stage held the
+other up) and the latent statistics of its output (`latent_stats.json`)."""
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-import pyarrow.compute as pc
-import torch
 from pydantic import BaseModel, Field
 
-from model import DtypeChoice, choose_dtype
-from model.checkpoint import check_checkpoint
-from model.errors import ConfigError
-from model.latents import EncoderSettings, latent_metadata, model_identity, resolve_source
 from pipeline.balance import (
     DECODE_BOUND_IDLE_SHARE,
     ENCODE_BOUND_MIN_WAIT_S,
     ENCODE_BOUND_WAIT_BATCHES,
     Verdict,
-    decode_tasks,
     stage_balance,
 )
-from pipeline.committer import UnitCommitter
-from pipeline.manifest import (
-    ChannelSums,
-    UnitMarker,
-    delete_unit,
-    load_markers,
-    remove_orphans,
-    stats_uri,
-    summary_uri,
-    write_index,
-    write_json,
-)
-from pipeline.parts import write_parts
-from pipeline.progress import EtaLog, StageCounts, StallWatchdog, create_board
-from pipeline.settings import PipelineSettings
-from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
-from pipeline.stages import EncodeStage, read_and_decode
-from pipeline.storage import expand_inputs
+from pipeline.manifest import ChannelSums, UnitMarker
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pipeline.dataset import Execution
+    from pipeline.planning import RunPlan
 
-__all__ = [
-    "LatentStats",
-    "RunPlan",
-    "RunSummary",
-    "build_dataset",
-    "check_one_precision",
-    "encode_precision",
-    "encoder_strategy",
-    "side_concurrency",
-    "latent_stats",
-    "plan_run",
-    "run_pipeline",
-]
+__all__ = ["LatentStats", "RunSummary", "latent_stats", "summarise"]
 
 
 class RunSummary(BaseModel):
@@ -181,279 +144,23 @@ def latent_stats(markers: list[UnitMarker], model_id: str, latent_kind: str) -> 
     )
 
 
-@dataclass
-class RunPlan:
-    """Units to run now, and the markers of units already finished."""
-
-    units: list[WorkUnit]
-    finished: dict[str, UnitMarker]
-    skipped: int
-
-
-def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
-    """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
-    uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
-    own = settings.output.rstrip("/") + "/"  # an input folder holding the output: not its parts
-    tars, items = list_sources([u for u in uris if not u.startswith(own)], settings.storage)
-    if not tars and not items:  # a mistyped prefix must not look like a finished job
-        raise NoInputsError(settings.inputs + settings.input_lists)
-    current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
-    markers = load_markers(settings.output, settings.storage)
-    settings_hash = settings.output_hash(model_id)
-    foreign = sorted(m.unit_id for m in markers.values() if m.settings_hash != settings_hash)
-    if foreign:
-        raise ConfigError(
-            f"{settings.output} holds {len(foreign)} units written with other clip, model or latent "
-            f"settings (e.g. {foreign[0]}); use a new output prefix"
-        )
-    for marker in list(markers.values()):  # a source changed since: redo its whole unit
-        if any(
-            uri in current and current[uri] != version for uri, version in marker.sources.items()
-        ):
-            log.info("unit %s has changed sources; it will be rewritten", marker.unit_id)
-            delete_unit(settings.output, marker.unit_id, settings.storage)
-            del markers[marker.unit_id]
-    remove_orphans(settings.output, markers, settings.storage)
-    done = set().union(*(m.done_sources() for m in markers.values())) if markers else set()
-    pending_tars = [t for t in tars if f"{t.shard}@{t.version}" not in done]
-    pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
-    units = pending_tars + group_items(pending_items, settings.files_per_unit)
-    skipped = sum(1 for m in markers.values() if any(uri in current for uri in m.sources))
-    return RunPlan(units=units, finished=markers, skipped=skipped)
-
-
-def _ray_init(settings: PipelineSettings) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=settings.ray_address, log_to_driver=False)
-
-
-def _cluster_gpus() -> float:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0))
-
-
-def side_concurrency(settings: PipelineSettings, cluster_cpus: float, encoders: int) -> int:
-    """The CPUs the encoders leave, at least 1: the default cap on write tasks at once, and the
-    cap on read/decode tasks (`pipeline.balance.decode_tasks`)."""
-    return max(1, int(cluster_cpus - encoders * settings.encoder_num_cpus))
-
-
-def encoder_strategy(pool: tuple[int, int]) -> Any:  # ray.data.ActorPoolStrategy
-    """A fixed pool, or one Ray Data scales between the two sizes as the work queue asks."""
-    import ray
-
-    low, high = pool
-    if low == high:
-        return ray.data.ActorPoolStrategy(size=low)
-    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
-
-
-def build_dataset(
-    settings: PipelineSettings,
-    units: list[WorkUnit],
-    encoder: EncoderSettings,
-    precision: DtypeChoice,
-    gpus: float,
-    file_metadata: dict[str, Any],
-    board: Any = None,
-    cluster_cpus: float = 1.0,
-) -> Any:  # ray.data.Dataset
-    """Units -> (read, decode, sample clips in tasks) -> (encode in an actor pool) -> (write Parquet
-    parts in tasks) -> one small record per part, the only thing the driver receives."""
-    import ray
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = settings.progress_bars
-    pool = settings.encoder_pool(gpus)
-    side = side_concurrency(settings, cluster_cpus, pool[1])
-    decode = decode_tasks(
-        settings.read_concurrency,
-        settings.decode_cpus_per_encoder,
-        encoders=pool[1],
-        free_cpus=side,
-        gpu_encoders=gpus > 0,
-    )
-    log.info(
-        "encoders: %s on %s; read/decode tasks at once: %d (%s); write tasks: %d",
-        f"{pool[0]}" if pool[0] == pool[1] else f"{pool[0]}-{pool[1]} (autoscaling)",
-        "GPUs" if gpus else "CPUs",
-        decode.tasks,
-        decode.reason,
-        settings.write_concurrency or side,
-    )
-    dataset = ray.data.from_items([u.to_row() for u in units], override_num_blocks=len(units))
-    # The read stage reserves memory (the encoder a GPU where there is one), so Ray keeps the two
-    # as separate operators: decoding runs in its own tasks, overlapped with the encoder actors,
-    # instead of being fused into them and serialised with encoding.
-    dataset = dataset.map_batches(
-        read_and_decode,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "storage": settings.storage,
-            "clip_settings": settings.clips,
-            "model_id": encoder.model_id,
-            "latent_kind": encoder.latent_kind,
-            "board": board,
-            "block_bytes": context.target_max_block_size,
-        },
-        compute=ray.data.TaskPoolStrategy(size=decode.tasks),
-        num_cpus=settings.read_num_cpus,
-        memory=settings.read_memory_bytes,
-    )
-    dataset = dataset.map_batches(
-        EncodeStage,
-        batch_size=settings.batch_size,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={
-            "encoder": encoder,
-            "batch_size": settings.batch_size,
-            "latent_dtype": settings.latent_dtype,
-            "precision": precision,
-            "board": board,
-        },
-        compute=encoder_strategy(pool),
-        num_cpus=settings.encoder_num_cpus,
-        **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
-    )
-    # Latents go from the encoders to these tasks through the object store, and from them to
-    # storage: never through the driver. Batches of many rows keep part files few and large.
-    return dataset.map_batches(
-        write_parts,
-        batch_size=settings.write_batch_rows,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "output": settings.output,
-            "storage": settings.storage,
-            "file_metadata": file_metadata,
-            "board": board,
-        },
-        compute=ray.data.TaskPoolStrategy(size=settings.write_concurrency or side),
-        num_cpus=settings.write_num_cpus,
-    )
-
-
-@dataclass
-class _Execution:
-    """What streaming the units through the cluster told the driver, besides the markers."""
-
-    first_result_s: float | None = None
-    first_result_clips: int = 0
-    counts: StageCounts = field(default_factory=StageCounts)
-
-
-def _execute(
-    settings: PipelineSettings,
-    units: list[WorkUnit],
-    encoder: EncoderSettings,
-    precision: DtypeChoice,
-    gpus: float,
-    file_metadata: dict[str, Any],
-    committer: UnitCommitter,
-    start: float,
-) -> _Execution:
-    """Run the dataset, feeding the part records to `committer`, under the stall watchdog."""
-    import ray
-
-    board = create_board()
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    dataset = build_dataset(
-        settings, units, encoder, precision, gpus, file_metadata, board=board, cluster_cpus=cpus
-    )
-    blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
-    eta = EtaLog(len(units))
-    watchdog = StallWatchdog(board, len(units), settings.stall_timeout_s)
-    execution = _Execution()
-    clips_done = 0
-    for block in watchdog.stream(blocks):
-        block_clips = pc.sum(block.column("clips")).as_py() or 0
-        if execution.first_result_s is None:
-            execution.first_result_s = time.perf_counter() - start
-            execution.first_result_clips = block_clips
-        clips_done += block_clips
-        if committer.add(block):
-            eta.update(committer.committed, clips_done)
-    execution.counts = watchdog.final_counts()
-    log.debug("ray data stats:\n%s", dataset.stats())
-    return execution
-
-
-def encode_precision(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
-    """The run's encode dtype, decided once on the driver and handed to every encoder actor (the
-    files' metadata names it). On GPU workers `auto` is bfloat16; on a CPU cluster the driver's
-    CPU decides (`model.precision`: bfloat16 with AMX-BF16, else float32), and an actor whose own
-    CPU would run that dtype slowly refuses it as it loads the model (`SlowPrecisionError`)."""
-    if gpus:
-        if encoder.dtype == "auto":
-            return DtypeChoice(torch.bfloat16, "auto on CUDA workers")
-        return DtypeChoice(getattr(torch, encoder.dtype), "asked for")
-    return choose_dtype(encoder.dtype, "cpu", force=encoder.force_dtype)
-
-
-def check_one_precision(output: str, finished: Iterable[UnitMarker], encode_dtype: DtypeChoice) -> None:
-    """Refuses to add latents in `encode_dtype` to a prefix whose finished units name another.
-
-    `encoder.dtype` `auto` (the hash's value) resolves per machine: bfloat16 on GPUs and CPUs
-    with AMX-BF16, float32 on other CPUs, so a refresh run elsewhere could mix the two in one
-    dataset (bf16 and fp32 latents differ by ~1%)."""
-    others = Counter(m.encode_dtype for m in finished if m.encode_dtype not in (None, encode_dtype.name))
-    if others:
-        dtype, units = others.most_common(1)[0]
-        raise ConfigError(
-            f"{output} holds {units} units encoded in {dtype}, and this run would encode in "
-            f"{encode_dtype.name} ({encode_dtype.reason}): one prefix holds one precision; run "
-            f"where encoder.dtype resolves to {dtype}, or use a new output prefix"
-        )
-
-
-def run_pipeline(settings: PipelineSettings) -> RunSummary:
-    """Encode every new input under `settings` into Parquet latent shards; return the summary."""
-    start, driver_cpu = time.perf_counter(), time.process_time()
-    source = resolve_source(settings.encoder.source)
-    config = check_checkpoint(source)  # fails fast on a bad model, without building one
-    model_id = settings.encoder.model_id or model_identity(source)
-    encoder = settings.encoder.model_copy(update={"model_id": model_id})
-    plan = plan_run(settings, model_id)
-    log.info("%d units to process, %d already done", len(plan.units), plan.skipped)
-    gpus = 0.0
-    if plan.units:
-        _ray_init(settings)
-        gpus = _cluster_gpus()
-    precision = encode_precision(encoder, gpus > 0)
-    file_metadata = {
-        **latent_metadata(config, model_id, encoder.latent_kind, precision),
-        "latent_dtype": settings.latent_dtype,
-        "settings_hash": settings.output_hash(model_id),
-        "clip_settings": settings.clips.model_dump(mode="json"),
-    }
-    if plan.units:
-        check_one_precision(settings.output, plan.finished.values(), precision)
-    committer = UnitCommitter(
-        settings.output, settings.storage, plan.units, settings.output_hash(model_id), precision.name
-    )
-    execution = _Execution()
-    if plan.units:
-        execution = _execute(
-            settings, plan.units, encoder, precision, gpus, file_metadata, committer, start
-        )
-    new_markers = committer.finish()
-    if new_markers:
-        finished = {**plan.finished, **{m.unit_id: m for m in new_markers}}
-        # parts of a write retried with other rows: committed units list the kept ones
-        remove_orphans(settings.output, finished, settings.storage)
-        write_index(settings.output, finished, settings.storage)
-    seconds = time.perf_counter() - start
+def summarise(
+    output: str,
+    plan: RunPlan,
+    new_markers: list[UnitMarker],
+    execution: Execution,
+    seconds: float,
+    driver_cpu_s: float,
+) -> RunSummary:
+    """The summary of a run that planned `plan` and committed `new_markers` in `seconds`."""
     reasons: Counter[str] = Counter()
     for marker in new_markers:
         reasons.update(marker.errors_by_reason)
     clips = sum(m.clips for m in new_markers)
     counts = execution.counts
-    cpu_seconds = counts.cpu_s + time.process_time() - driver_cpu
-    summary = RunSummary(
-        output=settings.output,
+    cpu_seconds = counts.cpu_s + driver_cpu_s
+    return RunSummary(
+        output=output,
         units_total=len(plan.units) + plan.skipped,
         units_skipped=plan.skipped,
         units_processed=len(new_markers),
@@ -472,9 +179,3 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         gpu_seconds_per_1000_clips=1000 * counts.gpu_s / clips if clips else None,
         **stage_balance(counts).model_dump(),
     )
-    all_markers = list(plan.finished.values()) + new_markers
-    stats = latent_stats(all_markers, model_id, settings.encoder.latent_kind)
-    write_json(stats_uri(settings.output), stats.model_dump(mode="json"), settings.storage)
-    write_json(summary_uri(settings.output), summary.model_dump(mode="json"), settings.storage)
-    log.info("pipeline done: %s", summary.table())
-    return summary

@@ -9,7 +9,7 @@ replicas load, encode, key and describe latents here (no Ray, no web framework).
 from __future__ import annotations
 
 from .clip_encoder import ClipEncoder, EncoderSettings, LatentKind, resolve_device
-from .identity import config_hash, latent_metadata, model_identity, resolve_source
+from .identity import ModelCard, config_hash, latent_metadata, model_identity, resolve_source
 from .keys import ClipOrigin, VideoOrigin, clip_key, error_key
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "ClipOrigin",
     "EncoderSettings",
     "LatentKind",
+    "ModelCard",
     "VideoOrigin",
     "clip_key",
     "config_hash",

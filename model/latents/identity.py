@@ -4,15 +4,16 @@ metadata written beside every latent; read from the model's files, without build
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import default_model_dir
+from ..checkpoint import check_checkpoint, default_model_dir
 from ..config import WFVAEConfig
 from ..precision import DtypeChoice
 
-__all__ = ["config_hash", "latent_metadata", "model_identity", "resolve_source"]
+__all__ = ["ModelCard", "config_hash", "latent_metadata", "model_identity", "resolve_source"]
 
 HASH_CHUNK = 2**20
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -67,3 +68,24 @@ def latent_metadata(
         "encode_dtype": precision.name,
         "encode_dtype_reason": precision.reason,
     }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model as its latents name it: where it is, its id and its config."""
+
+    source: str
+    model_id: str
+    config: WFVAEConfig
+
+    @classmethod
+    def read(cls, source: str | Path | None, model_id: str | None = None) -> ModelCard:
+        """The model at `source` (None: the bundled one), read from its files without building it;
+        its weights' names and shapes are checked as loading checks them, so a bad model fails here."""
+        path = resolve_source(source)
+        config = check_checkpoint(path)
+        return cls(path, model_id or model_identity(path), config)
+
+    def metadata(self, latent_kind: str, precision: DtypeChoice) -> dict[str, object]:
+        """`latent_metadata` of this model's latents of `latent_kind`, encoded in `precision`."""
+        return latent_metadata(self.config, self.model_id, latent_kind, precision)

@@ -103,7 +103,7 @@ def test_model_id_names_the_model_and_hashes_its_weights(encoder: ClipEncoder) -
 
 def test_shared_modules_import_without_ray() -> None:
     code = (
-        "import sys, model, model.media, model.cli, model.latents, model.storage, pipeline.storage, pipeline.reader, pipeline.run;"
+        "import sys, model, model.media, model.cli, model.latents, model.storage, pipeline.storage, pipeline.reader, pipeline.run, pipeline.dataset;"
         "heavy = {'ray', 'fastapi', 'starlette'} & set(sys.modules);"
         "assert not heavy, f'{heavy} imported'"
     )

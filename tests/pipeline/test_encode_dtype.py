@@ -7,7 +7,7 @@ import torch
 
 from model import DtypeChoice, SlowPrecisionError, cpu_capability
 from model.latents import ClipEncoder, EncoderSettings
-from pipeline.run import encode_precision
+from pipeline.planning import encode_precision
 
 
 def test_auto_encoder_runs_and_records_the_dtype_this_cpu_pays_for() -> None:

@@ -102,7 +102,7 @@ def test_bad_concurrency_is_refused_with_the_forms_it_takes(bad: object) -> None
 
 
 def test_a_range_becomes_ray_datas_autoscaling_actor_pool() -> None:
-    from pipeline.run import encoder_strategy
+    from pipeline.dataset import encoder_strategy
 
     scaling = encoder_strategy((2, 8))
     assert (scaling.min_size, scaling.max_size) == (2, 8)

@@ -224,7 +224,7 @@ def test_a_slow_decode_is_decode_bound(
         concurrency=1,
         decode_cpus_per_encoder=1,
     )
-    with caplog.at_level(logging.INFO, logger="pipeline.run"):
+    with caplog.at_level(logging.INFO, logger="pipeline.dataset"):
         summary = run_pipeline(settings)
     assert "read/decode tasks at once: 1 (1 encoder x 1 CPU per encoder" in caplog.text
     written = read_summary(tmp_path / "out")
