@@ -1,4 +1,4 @@
-"""The Ray Serve deployment and its typed builder: `serve run serve.app:build_app`."""
+"""The Ray Serve deployment, its typed builder (`serve run serve.app:build_app`) and the ASGI app each replica serves."""
 
 # No `from __future__ import annotations` here: Serve reads `build_app`'s annotation at run time
 # to validate a config's `args:` into `ServeArgs`, and a string annotation would skip that.
@@ -8,23 +8,52 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import BackpressureConfig
 
-from .admission import PROBE_SLOTS, RequestSlots
-from .api import create_api
+from .admission import PROBE_SLOTS, RequestSlots, bearer_auth
 from .engine import Job, JobResult, LatentEngine
+from .errors import install_error_handlers
+from .routes import (
+    Backend,
+    decode_route,
+    encode_route,
+    health_routes,
+    model_routes,
+    service_version,
+)
 from .settings import ServeArgs, ServeSettings, resolve_settings
 
-__all__ = ["LatentServer", "build_app"]
+__all__ = ["LatentServer", "build_app", "create_api"]
 
 logger = logging.getLogger(__name__)
 
 # Defaults for one CPU replica; `build_app` sets the real values from the settings.
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT_S = 0.02
+
+
+def create_api(backend: Backend, settings: ServeSettings) -> FastAPI:
+    """The service's ASGI app for one replica (built on the replica, never at import): the public
+    health routes, and the model, /encode and /decode behind the token."""
+    app = FastAPI(
+        title="WF-VAE latent service",
+        version=service_version(),
+        description="Encode videos to WF-VAE latents and decode latents to videos.",
+        docs_url=None,  # the interactive docs load scripts from a CDN; /openapi.json is the schema
+        redoc_url=None,
+        openapi_url=None,  # served by model_routes, behind the same token as the API
+    )
+    install_error_handlers(app)
+    private = APIRouter(dependencies=[Depends(bearer_auth(settings.auth_token))])
+    private.include_router(model_routes(backend, settings, app.openapi))
+    private.include_router(encode_route(backend, settings))
+    private.include_router(decode_route(backend, settings))
+    app.include_router(health_routes(backend))
+    app.include_router(private)
+    return app
 
 
 @serve.deployment(

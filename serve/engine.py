@@ -1,4 +1,4 @@
-"""The replica's compute, Ray-free: the pipeline's ClipEncoder and same-shape batches of requests."""
+"""The replica's compute, Ray-free: the ClipEncoder the pipeline runs too (`model.latents`) and same-shape batches of requests."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class JobResult:
 
 @dataclass
 class LatentEngine:
-    """Loads the model once through the pipeline's ClipEncoder; encodes and decodes job batches."""
+    """Loads the model once through the shared ClipEncoder; encodes and decodes job batches."""
 
     settings: ServeSettings
     encoder: ClipEncoder = field(init=False)

@@ -269,6 +269,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(WFVAEError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    # Settings built inside a handler (e.g. the pipeline's ClipSettings) validate with pydantic too.
+    # Settings built inside a handler (e.g. model.media's ClipSettings) validate with pydantic too.
     app.add_exception_handler(ValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_bug)

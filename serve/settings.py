@@ -27,7 +27,7 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # --- the model: the pipeline's own settings, so /encode matches what the pipeline writes ---
+    # --- the model: the encoder settings the pipeline takes too, so /encode matches its rows ---
     encoder: EncoderSettings = Field(
         default_factory=EncoderSettings,
         description="model source, dtype, device, Causal Cache chunk, default latent kind and seed",
@@ -63,7 +63,7 @@ class ServeArgs(BaseModel):
         default=1024 * MIB,
         ge=64 * MIB,
         description="memory one /encode request may hold (upload, decoding, clips, model "
-        "input; serve/request_memory.py), computed before decoding; over it: 422",
+        "input; serve/limits.py), computed before decoding; over it: 422",
     )
     max_latent_elements: int = Field(
         default=16 * 33 * 64 * 64,
@@ -125,17 +125,6 @@ class ServeArgs(BaseModel):
     num_gpus: float | Literal["auto"] = Field(
         default="auto", description="'auto': one GPU per replica when the cluster has GPUs"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: object) -> object:
-        if isinstance(data, dict) and "allowed_uri_schemes" in data:
-            raise ValueError(
-                "allowed_uri_schemes let a client read any bucket the service's credentials "
-                "reach; it is replaced by allowed_uri_prefixes: list the buckets or folders "
-                "(s3://bucket/videos/) URI bodies may name"
-            )
-        return data
 
     @field_validator("allowed_uri_prefixes")
     @classmethod

@@ -18,7 +18,7 @@ __all__ = [
     "normalize_prefix",
 ]
 
-# The object stores `pipeline.storage.StorageSettings` knows how to reach. Anything else
+# The object stores `model.storage.StorageSettings` knows how to reach. Anything else
 # (file://, http://, memory://, fsspec's caching and archive layers) is never a prefix.
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs")
 # S3 keys are at most 1024 bytes, GCS names 1024 bytes, bucket names 63 (S3) or 222 (GCS).

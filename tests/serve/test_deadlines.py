@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from serve.deadlines import within
+from serve.admission import within
+from serve.errors import RequestTimeout
 
 
 async def _cancelled_as_it_completes(wait) -> str:  # noqa: ANN001
@@ -25,10 +26,10 @@ async def _cancelled_as_it_completes(wait) -> str:  # noqa: ANN001
 def test_a_cancellation_as_the_work_completes_is_not_lost() -> None:
     # What let a timed-out /encode run to the end: a deadline on reading the body swallowed the
     # request timeout's cancellation (asyncio.wait_for before Python 3.12 returns the result).
-    assert asyncio.run(_cancelled_as_it_completes(lambda work: within(10, work))) == "cancelled"
+    assert asyncio.run(_cancelled_as_it_completes(lambda work: within(10, work, RequestTimeout))) == "cancelled"
 
 
 def test_the_deadline_expires() -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        asyncio.run(within(0.01, asyncio.sleep(5)))
-    assert asyncio.run(within(5, asyncio.sleep(0, result="in time"))) == "in time"
+    with pytest.raises(RequestTimeout, match="longer than 0.01 s"):
+        asyncio.run(within(0.01, asyncio.sleep(5), RequestTimeout))
+    assert asyncio.run(within(5, asyncio.sleep(0, result="in time"), RequestTimeout)) == "in time"

@@ -23,10 +23,9 @@ from pydantic import ValidationError
 from serve_testing import ALLOWED_PREFIX, CLIP, Service
 
 from model.media import encode_mp4, sample_clips
-from serve.bodies import EncodeURIRequest, _uri_request
 from serve.errors import LimitExceeded, refusing, status_for
-from serve.latents import LatentLimits, parse_latent
-from serve.schemas import parse_encode_query
+from serve.formats import LatentLimits, parse_latent
+from serve.inputs import EncodeURIRequest, _uri_request, parse_encode_query
 from serve.settings import ServeArgs
 from serve.uris import check_uri
 

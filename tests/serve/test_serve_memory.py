@@ -23,14 +23,15 @@ from serve_testing import (
 
 from model.media import encode_mp4
 from serve.errors import LimitExceeded
-from serve.request_memory import (
+from serve.inputs import parse_encode_query
+from serve.limits import (
     MIB,
     StreamSize,
+    check_encode_memory,
     encode_footprint,
     probe_video_streams,
     worst_encode_footprint,
 )
-from serve.schemas import check_encode_memory, parse_encode_query
 from serve.settings import ServeArgs
 
 MP4 = "video/mp4"

@@ -31,7 +31,7 @@ from serve.errors import (
     UnsupportedMediaType,
     status_for,
 )
-from serve.latents import LatentLimits, parse_latent
+from serve.formats import LatentLimits, parse_latent
 from serve.settings import ServeArgs, ServeSettings, resolve_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,6 @@ def test_bad_environment_fails_with_the_field_named(monkeypatch: pytest.MonkeyPa
     [
         ({"min_replicas": 3, "max_replicas": 2}, "exceeds max_replicas"),
         ({"max_batch_size": 64, "max_ongoing_requests": 8}, "keep batches from filling"),
-        ({"allowed_uri_schemes": ["s3"]}, "replaced by allowed_uri_prefixes"),
         ({"allowed_uri_prefixes": ["file:///data/"]}, "not an object-storage URI"),
         ({"allowed_uri_prefixes": ["s3://b/x::memory://y"]}, "fsspec chain"),
         ({"allowed_uri_prefixes": ["s3:///videos/"]}, "empty, '.' or '..'"),

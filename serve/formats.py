@@ -1,34 +1,52 @@
-"""Latent wire formats: read a latent from safetensors, `.npy` or JSON, checked against the limits."""
+"""Wire formats: a latent read from safetensors, `.npy` or JSON (sizes checked against the limits
+before anything is allocated), and the answers of `/encode` (safetensors or JSON), `/decode`
+(MP4 or safetensors frames) and `/v1/model`."""
 
 from __future__ import annotations
 
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from model.errors import InputShapeError
+from model.media import Clip, encode_mp4, to_uint8_frames
 from model.validation import check_latent as model_check_latent
 
 from .errors import LimitExceeded, MalformedInput, PayloadTooLarge, refusing
 
+if TYPE_CHECKING:
+    from .inputs import DecodeOptions, EncodeOptions
+
 __all__ = [
-    "LatentLimits",
-    "SAFETENSORS_TYPES",
-    "NPY_TYPES",
     "JSON_TYPES",
+    "NPY_TYPES",
+    "SAFETENSORS_MEDIA_TYPE",
+    "SAFETENSORS_TYPES",
+    "LatentLimits",
+    "ModelInfo",
     "check_latent",
+    "decode_response",
+    "encode_response",
+    "frames_safetensors",
     "parse_latent",
+    "tensor_headers",
 ]
 
 SAFETENSORS_TYPES = ("application/vnd.safetensors", "application/octet-stream")
 NPY_TYPES = ("application/x-npy", "application/npy")
 JSON_TYPES = ("application/json",)
 LATENT_KEY = "latent"  # the tensor name /encode writes and /decode looks for first
+SAFETENSORS_MEDIA_TYPE = "application/vnd.safetensors"
+MP4_MEDIA_TYPE = "video/mp4"
 
 # Floating-point dtypes a latent may travel in. float8 and the 4- and 6-bit float types are
 # refused: the model's NaN/Inf check and its arithmetic do not run on them.
@@ -194,3 +212,110 @@ def _from_json(body: bytes, max_elements: int) -> torch.Tensor:
             "send safetensors or .npy instead"
         )
     return torch.from_numpy(array)
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def frames_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """Tensors as one safetensors file (contiguous CPU copies) with string metadata."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def tensor_headers(name: str, tensor: torch.Tensor) -> dict[str, str]:
+    """`X-<Name>-Shape: 1,8,5,8,8` and `X-<Name>-Dtype: float32`."""
+    return {
+        f"X-{name}-Shape": ",".join(str(s) for s in tensor.shape),
+        f"X-{name}-Dtype": str(tensor.dtype).removeprefix("torch."),
+    }
+
+
+def encode_response(
+    latent: torch.Tensor,
+    clips: Sequence[Clip],
+    keys: Sequence[str],
+    metadata: dict[str, object],
+    options: EncodeOptions,
+    max_json_elements: int,
+) -> Response:
+    """latent (N, C, t, h, w) float32, one row per clip, in the format `options` asks for."""
+    latent = latent.to(getattr(torch, options.dtype))
+    meta: dict[str, object] = {
+        **metadata,
+        "shape": list(latent.shape),
+        "dtype": options.dtype,
+        "frame_indices": [list(c.frame_indices) for c in clips],
+        "fps": [c.fps for c in clips],
+        "source_size": list(clips[0].source_size),
+        "target_size": list(clips[0].target_size),
+        "bucket": clips[0].bucket,
+        "keys": list(keys),
+    }
+    headers = {**tensor_headers("Latent", latent), "X-Model-Id": str(metadata["model_id"])}
+    if options.format == "json":
+        if latent.numel() > max_json_elements:
+            raise LimitExceeded(
+                f"the latent has {latent.numel()} elements; JSON answers hold at most "
+                f"{max_json_elements}: ask format=safetensors"
+            )
+        return JSONResponse({**meta, "latent": latent.float().tolist()}, headers=headers)
+    frame_indices = torch.tensor(
+        [list(c.frame_indices) for c in clips], dtype=torch.int64
+    )  # (N, T)
+    body = frames_safetensors(
+        {"latent": latent, "frame_indices": frame_indices},
+        {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
+    )
+    return Response(body, media_type=SAFETENSORS_MEDIA_TYPE, headers=headers)
+
+
+def decode_response(video: torch.Tensor, options: DecodeOptions, model_id: str) -> Response:
+    """video (B, 3, T, H, W) float32 in about [-1, 1] as an MP4 (B = 1) or safetensors frames."""
+    headers = {"X-Model-Id": model_id}
+    if options.format == "mp4":
+        frames = to_uint8_frames(video)[0]  # (T, H, W, 3); the route refuses B > 1 for MP4
+        headers.update(tensor_headers("Frames", frames))
+        return Response(
+            encode_mp4(frames.numpy(), options.fps), media_type=MP4_MEDIA_TYPE, headers=headers
+        )
+    if options.frames_dtype == "uint8":
+        tensors = {"frames": to_uint8_frames(video)}  # (B, T, H, W, 3)
+    else:
+        tensors = {"frames": video.float()}  # (B, 3, T, H, W)
+    headers.update(tensor_headers("Frames", tensors["frames"]))
+    body = frames_safetensors(tensors, {"model_id": model_id, "fps": json.dumps(options.fps)})
+    return Response(body, media_type=SAFETENSORS_MEDIA_TYPE, headers=headers)
+
+
+class ModelInfo(BaseModel):
+    """`GET /v1/model`."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    service_version: str
+    source: str
+    config_hash: str
+    device: str
+    dtype: str
+    latent_kind: str = Field(description="the default of /encode's `latent`")
+    latent_dim: int
+    latent_channels: int
+    temporal_compression: int
+    spatial_compression: int
+    scale: list[float]
+    shift: list[float]
+    chunk_frames: int | None
+    chunk_latents: int | None
+    torch_threads: int = Field(description="intra-op threads of the replica's model thread")
+    config: dict[str, object]
+    limits: dict[str, int | float]
+    allowed_uri_prefixes: list[str] = Field(
+        description="what a JSON body {'uri': ...} of /encode may name; empty: URI bodies are off"
+    )
+    worst_request_bytes: int = Field(
+        description="memory of the worst /encode the limits allow (serve/limits.py); "
+        "requests over limits.max_request_bytes are refused before decoding"
+    )

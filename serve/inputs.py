@@ -1,4 +1,5 @@
-"""Request bodies under a size cap: raw bytes, a multipart upload, or a video named by URI."""
+"""What a request sends: its query options (pydantic-validated, clip settings held to the
+limits) and its body under a size cap (raw bytes, a multipart upload, or a video named by URI)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect
 
+from model.latents import LatentKind
+from model.media import ClipSettings
 from model.storage import StorageSettings, open_fs
 
-from .deadlines import within
+from .admission import within
 from .errors import (
     BodyTimeout,
     ClientGone,
@@ -27,6 +30,7 @@ from .errors import (
     UnsupportedMediaType,
     refusing,
 )
+from .limits import limit_clip_settings
 from .uris import check_uri
 
 if TYPE_CHECKING:
@@ -34,8 +38,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VIDEO_BODY_TYPES",
+    "DecodeOptions",
+    "EncodeOptions",
     "EncodeURIRequest",
     "content_type_of",
+    "parse_encode_query",
     "read_body",
     "video_from_body",
 ]
@@ -48,6 +55,60 @@ VIDEO_BODY_TYPES = ["video/*", *RAW_VIDEO_TYPES, MULTIPART, JSON]
 UPLOAD_FIELD = "video"
 
 logger = logging.getLogger(__name__)
+
+TensorDtype = Literal["float32", "float16", "bfloat16"]
+
+
+class EncodeOptions(BaseModel):
+    """The service's own `/encode` query parameters; every other parameter is a `ClipSettings` field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latent: LatentKind | None = Field(
+        default=None,
+        description="mean, sample or moments (mean then logvar); default: the service's",
+    )
+    seed: int | None = Field(default=None, description="base seed of latent=sample")
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        description="clip key seeding latent=sample (a pipeline row's key reproduces it); one clip only",
+    )
+    format: Literal["safetensors", "json"] = Field(
+        default="safetensors", description="safetensors bytes, or JSON for small latents"
+    )
+    dtype: TensorDtype = Field(default="float32", description="dtype of the returned latent")
+
+
+class DecodeOptions(BaseModel):
+    """`/decode` query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["mp4", "safetensors"] = Field(
+        default="mp4", description="an H.264 MP4, or the frames as safetensors"
+    )
+    fps: float = Field(default=16.0, gt=0, le=240, description="frame rate of the MP4")
+    frames_dtype: Literal["uint8", "float32"] = Field(
+        default="uint8",
+        description="safetensors only: uint8 frames (B, T, H, W, 3), or the model's float32 "
+        "output (B, 3, T, H, W) in about [-1, 1]",
+    )
+
+
+def parse_encode_query(
+    query: Mapping[str, str], settings: ServeSettings
+) -> tuple[EncodeOptions, ClipSettings]:
+    """Split the query into the service's options and the clip settings, validate, check limits.
+
+    Clip fields left out keep the service's configured `clip` settings.
+    """
+    service = {k: v for k, v in query.items() if k in EncodeOptions.model_fields}
+    clip_fields = {k: v for k, v in query.items() if k not in EncodeOptions.model_fields}
+    options = EncodeOptions.model_validate(service)
+    base = settings.clip.model_dump(exclude_unset=True)
+    clip = ClipSettings.model_validate({**base, **clip_fields})
+    return options, limit_clip_settings(clip, settings)
 
 
 class EncodeURIRequest(BaseModel):
@@ -74,9 +135,7 @@ async def read_body(request: Request, limit: int, idle_timeout_s: float) -> byte
     stream = request.stream()
     while True:
         try:
-            chunk = await within(idle_timeout_s, anext(stream, None))
-        except asyncio.TimeoutError as error:
-            raise BodyTimeout(idle_timeout_s) from error
+            chunk = await within(idle_timeout_s, anext(stream, None), BodyTimeout)
         except ClientDisconnect as error:
             raise ClientGone() from error
         if chunk is None:
@@ -115,10 +174,7 @@ async def _fetch_object(uri: str, settings: ServeSettings, storage_pool: Executo
     read = asyncio.get_running_loop().run_in_executor(
         storage_pool, _read_object, uri, settings.max_body_bytes, settings.storage
     )
-    try:
-        return await within(settings.storage_timeout_s, read)
-    except asyncio.TimeoutError as error:
-        raise StorageTimeout(settings.storage_timeout_s) from error
+    return await within(settings.storage_timeout_s, read, StorageTimeout)
 
 
 def _uri_request(body: bytes) -> EncodeURIRequest:

@@ -1,5 +1,6 @@
-"""What one `/encode` request holds in memory: the container probed, the footprint computed and
-refused over `max_request_bytes`, all before a frame is decoded.
+"""What a request may ask and hold: clip geometries, source sizes and clip counts checked
+against the limits, and the memory one `/encode` holds, computed from the container's header
+and refused over `max_request_bytes`, all before a frame is decoded.
 
 The footprint counts every copy the request path makes, in bytes:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from model.errors import VideoDecodeError
 from model.media import (
@@ -29,10 +31,21 @@ from model.media import (
     resize_size,
 )
 
+from .errors import LimitExceeded
+
+if TYPE_CHECKING:
+    from model.media import ClipSettings
+
+    from .settings import ServeSettings
+
 __all__ = [
     "EncodeFootprint",
     "StreamSize",
+    "check_clip_count",
+    "check_encode_memory",
+    "check_source_size",
     "encode_footprint",
+    "limit_clip_settings",
     "probe_video_streams",
     "stream_size",
     "worst_encode_footprint",
@@ -148,3 +161,82 @@ def worst_encode_footprint(
     return encode_footprint(
         max_body_bytes, (source_h, source_w), (frames, clip_h, clip_w), max_clips, "crop"
     )
+
+
+def limit_clip_settings(clip: ClipSettings, settings: ServeSettings) -> ClipSettings:
+    """Refuse geometries over the limits; cap `clip_mode=all` so a long video cannot fan out."""
+    geometries = [(b.num_frames, b.height, b.width) for b in clip.buckets] or [
+        (clip.num_frames, clip.height, clip.width)
+    ]
+    for frames, height, width in geometries:
+        if max(height, width) > settings.max_aspect_ratio * min(height, width):
+            raise LimitExceeded(
+                f"clips of {height}x{width} asked; the longer side may be at most "
+                f"{settings.max_aspect_ratio:g} times the shorter"
+            )
+        if frames > settings.max_frames:
+            raise LimitExceeded(
+                f"clips of {frames} frames asked; the limit is {settings.max_frames}"
+            )
+        if height * width > settings.max_pixels:
+            raise LimitExceeded(
+                f"clips of {height}x{width} = {height * width} pixels asked; "
+                f"the limit is {settings.max_pixels} pixels per frame"
+            )
+    if clip.num_clips is not None and clip.num_clips > settings.max_clips:
+        raise LimitExceeded(f"num_clips={clip.num_clips}; the limit is {settings.max_clips}")
+    if clip.clip_mode == "all" and clip.num_clips is None:
+        # One clip past the limit tells "too many" from "exactly the limit" (see check_clip_count).
+        clip = clip.model_copy(update={"num_clips": settings.max_clips + 1})
+    return clip
+
+
+def check_source_size(stream: StreamSize, settings: ServeSettings) -> None:
+    """Refuse a video whose largest stream is too large, or too narrow, to decode within bounds."""
+    if stream.pixels > settings.max_source_pixels:
+        raise LimitExceeded(
+            f"the video is {stream.width}x{stream.height} = {stream.pixels} pixels per frame "
+            f"(the largest of its {stream.streams} video streams); the limit is "
+            f"{settings.max_source_pixels}"
+        )
+    longer, shorter = max(stream.height, stream.width), min(stream.height, stream.width)
+    if longer > settings.max_aspect_ratio * shorter:
+        raise LimitExceeded(
+            f"the video is {stream.width}x{stream.height}; the longer side may be at most "
+            f"{settings.max_aspect_ratio:g} times the shorter"
+        )
+
+
+def check_encode_memory(
+    body_bytes: int, stream: StreamSize, clip: ClipSettings, settings: ServeSettings
+) -> EncodeFootprint:
+    """The request's footprint (its largest geometry, its most clips); refused over the budget."""
+    geometries = [(b.num_frames, b.height, b.width) for b in clip.buckets] or [
+        (clip.num_frames, clip.height, clip.width)
+    ]
+    clips = 1 if clip.clip_mode == "first" else min(clip.num_clips or 1, settings.max_clips)
+    footprint = max(
+        (
+            encode_footprint(
+                body_bytes, (stream.height, stream.width), geometry, clips, clip.resize_mode
+            )
+            for geometry in geometries
+        ),
+        key=lambda f: f.total,
+    )
+    if footprint.total > settings.max_request_bytes:
+        raise LimitExceeded(
+            f"this request would hold about {footprint.describe()} in memory; the budget per "
+            f"request (max_request_bytes) is {settings.max_request_bytes // MIB} MiB: ask fewer "
+            f"clips or frames, a smaller size, or send a smaller video (largest: {footprint.largest()})"
+        )
+    return footprint
+
+
+def check_clip_count(count: int, settings: ServeSettings) -> None:
+    """Refuse a request whose video yields more clips than one request may hold."""
+    if count > settings.max_clips:
+        raise LimitExceeded(
+            f"the video yields more than {settings.max_clips} clips (the limit per request); "
+            "set num_clips, or clip_mode=first or uniform"
+        )
