@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python jobs/encode_webvid.py`: import from this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,13 +35,17 @@ from jobs.job_cli import (
     JobOptions,
     ParsedJob,
     base_parser,
+    check_errors,
     configure_logging,
     exit_code_of_failure,
     parse_job,
 )
 from jobs.lease import Lease, LeaseKeeper
 
-__all__ = ["check_errors", "encode", "main", "report", "sample_defaults"]
+if TYPE_CHECKING:
+    from pipeline.summary import RunSummary
+
+__all__ = ["encode", "main", "report", "sample_defaults"]
 
 log = logging.getLogger("jobs.encode_webvid")
 
@@ -59,20 +63,7 @@ def sample_defaults(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_errors(summary: Any, options: JobOptions) -> None:
-    """Raise JobError(DATA) when more samples failed than the options allow."""
-    if options.max_error_fraction is None or summary.samples == 0:
-        return
-    fraction = summary.errors / summary.samples
-    if fraction > options.max_error_fraction:
-        raise JobError(
-            ExitCode.DATA,
-            f"{summary.errors} of {summary.samples} samples failed ({fraction:.1%}), above "
-            f"--max-error-fraction {options.max_error_fraction:.1%}: {summary.errors_by_reason}",
-        )
-
-
-def encode(parsed: ParsedJob, job: str = "encode_webvid") -> Any:
+def encode(parsed: ParsedJob, job: str = "encode_webvid") -> RunSummary:
     """Run the pipeline over the parsed settings under the output's lease; return its RunSummary."""
     from pipeline.run import run_pipeline
 
@@ -89,7 +80,7 @@ def encode(parsed: ParsedJob, job: str = "encode_webvid") -> Any:
             raise
 
 
-def report(summary: Any, options: JobOptions) -> None:
+def report(summary: RunSummary, options: JobOptions) -> None:
     """Print the summary for people (and as JSON with --json)."""
     print(summary.table())
     print(f"output: {summary.output}")

@@ -61,13 +61,14 @@ class EvalSettings(BaseModel):
 # -- per-video work -----------------------------------------------------------------------------
 def load_clips(uri: str, settings: EvalSettings) -> list[Tensor]:
     """Clips spread evenly over a video, through the pipeline's decoder: each (1, 3, T, H, W) in [-1, 1]."""
-    from jobs.train import read_bytes
     from model.media import ClipSettings, sample_clips, to_model_input
+    from model.storage import StorageSettings, read_bytes
 
     clip_settings = ClipSettings(num_frames=settings.num_frames, height=settings.height, width=settings.width,
                                  resize_mode=settings.resize_mode,  # type: ignore[arg-type]
                                  clip_mode="uniform", num_clips=settings.clips_per_video)
-    return [to_model_input(clip.frames) for clip in sample_clips(read_bytes(uri, settings.endpoint_url), clip_settings)]
+    video = read_bytes(uri, StorageSettings(endpoint_url=settings.endpoint_url))
+    return [to_model_input(clip.frames) for clip in sample_clips(video, clip_settings)]
 
 
 @torch.no_grad()

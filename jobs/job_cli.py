@@ -1,4 +1,4 @@
-"""What the job entry points share: flags and config files to PipelineSettings, exit codes, errors.
+"""What the job entry points share: flags and config files to PipelineSettings, exit codes, errors, the error-share check.
 
 Settings come, highest priority first, from flags (`--input`, `--output`, and every
 PipelineSettings field as `--clips.num_frames 33`), a YAML/JSON file (`--config`), the
@@ -29,11 +29,16 @@ import enum
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:  # imported where used: they bring torch and the media path
+    from pipeline.settings import PipelineSettings
+    from pipeline.summary import RunSummary
 
 __all__ = [
     "ExitCode",
@@ -41,6 +46,7 @@ __all__ = [
     "JobOptions",
     "ParsedJob",
     "base_parser",
+    "check_errors",
     "configure_logging",
     "exit_code_for",
     "exit_code_of_failure",
@@ -101,13 +107,12 @@ class JobOptions(BaseModel):
     json_summary: bool = Field(default=False, description="also print the summary as JSON")
 
 
-class ParsedJob(BaseModel):
+@dataclass(frozen=True)
+class ParsedJob:
     """A parsed command line: the pipeline's settings and the job's options."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    settings: Any  # pipeline.settings.PipelineSettings (imported lazily)
-    options: Any  # a JobOptions subclass
+    settings: PipelineSettings
+    options: JobOptions  # the job's own subclass: RefreshOptions for the refresh
     sample: bool = False  # no inputs given: the built-in sample dataset
 
 
@@ -205,7 +210,7 @@ def parse_job(
     parser: argparse.ArgumentParser,
     options_type: type[JobOptions],
     extra_options: dict[str, Any] | None = None,
-    sample_defaults: Any = None,
+    sample_defaults: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> ParsedJob:
     """Flags, config file and environment to (PipelineSettings, options).
 
@@ -242,6 +247,19 @@ def parse_job(
     except ValidationError as error:
         raise JobError(ExitCode.USAGE, f"invalid settings:\n{error}") from error
     return ParsedJob(settings=settings, options=options, sample=sample)
+
+
+def check_errors(summary: RunSummary, options: JobOptions) -> None:
+    """Raise JobError(DATA) when more samples failed than the options allow."""
+    if options.max_error_fraction is None or summary.samples == 0:
+        return
+    fraction = summary.errors / summary.samples
+    if fraction > options.max_error_fraction:
+        raise JobError(
+            ExitCode.DATA,
+            f"{summary.errors} of {summary.samples} samples failed ({fraction:.1%}), above "
+            f"--max-error-fraction {options.max_error_fraction:.1%}: {summary.errors_by_reason}",
+        )
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

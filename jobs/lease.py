@@ -174,7 +174,7 @@ class Lease:
         bucket, _, key = self.path.partition("/")
         return bucket, key
 
-    def _put(self, record: LeaseRecord, **condition: Any) -> str:
+    def _put(self, record: LeaseRecord, **condition: str) -> str:
         bucket, key = self._bucket_key()
         response = self.fs.call_s3(
             "put_object",

@@ -20,12 +20,13 @@ Nothing new: exit 0 without starting Ray or loading the model. Exit codes: `jobs
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if __package__ in (None, ""):  # `python jobs/refresh_dataset.py`: import from this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,18 +36,21 @@ import posixpath
 
 from pydantic import BaseModel, Field
 
-from jobs.encode_webvid import check_errors
 from jobs.job_cli import (
     ExitCode,
     JobError,
     JobOptions,
     ParsedJob,
     base_parser,
+    check_errors,
     configure_logging,
     exit_code_of_failure,
     parse_job,
 )
 from jobs.lease import Lease, LeaseKeeper
+
+if TYPE_CHECKING:
+    from pipeline.settings import PipelineSettings
 
 __all__ = [
     "RefreshOptions",
@@ -106,7 +110,7 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def existing_inputs(settings: Any) -> tuple[list[str], int]:
+def existing_inputs(settings: PipelineSettings) -> tuple[list[str], int]:
     """Every input URI that exists now (folders listed once each), and how many did not."""
     from model.storage import open_fs
     from pipeline.storage import expand_inputs, full_uri
@@ -128,7 +132,7 @@ def existing_inputs(settings: Any) -> tuple[list[str], int]:
     return ordered, len(uris) - len(ordered)
 
 
-def plan_refresh(settings: Any, uris: list[str], missing: int = 0) -> RefreshPlan:
+def plan_refresh(settings: PipelineSettings, uris: list[str], missing: int = 0) -> RefreshPlan:
     """Compare the sources with the output's manifest (reads only; changes nothing)."""
     from pipeline.manifest import load_markers
     from pipeline.sources import list_sources
@@ -151,7 +155,7 @@ def plan_refresh(settings: Any, uris: list[str], missing: int = 0) -> RefreshPla
     )
 
 
-def retire(settings: Any, plan: RefreshPlan, options: RefreshOptions) -> list[str]:
+def retire(settings: PipelineSettings, plan: RefreshPlan, options: RefreshOptions) -> list[str]:
     """Delete the units whose sources vanished, within the allowed share; return their ids."""
     from pipeline.manifest import delete_unit
 
@@ -235,7 +239,7 @@ def print_report(report: RefreshReport, options: RefreshOptions) -> None:
         print(report.model_dump_json())
 
 
-def build_parser() -> Any:
+def build_parser() -> argparse.ArgumentParser:
     parser = base_parser(PROG, "Encode only new source shards into an existing latent output.")
     parser.add_argument(
         "--retire-vanished", action="store_true", help="delete units whose sources vanished"

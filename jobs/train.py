@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
+from model.storage import StorageSettings, read_bytes
 from model.training import (
     CHECKPOINT_NAME,
     MODEL_DIR_NAME,
@@ -45,7 +46,6 @@ __all__ = [
     "job_from_args",
     "latest_checkpoint",
     "main",
-    "read_bytes",
     "run_local",
     "run_ray",
     "train_loop_per_worker",
@@ -73,17 +73,6 @@ class TrainJob(BaseModel):
 
 
 # -- data ---------------------------------------------------------------------------------------
-def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
-    """A video's bytes from a local path or any fsspec URI."""
-    if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://")).read_bytes()
-    from model.storage import StorageSettings, open_fs
-
-    fs, path = open_fs(uri, StorageSettings(endpoint_url=endpoint_url))
-    with fs.open(path, "rb") as handle:
-        return handle.read()
-
-
 def decode_video(data: bytes, max_frames: int, max_side: int) -> torch.Tensor:
     """Decodes up to `max_frames` (cut to 1 + 4k) frames with the pipeline's decoder: (T, H, W, 3) uint8.
 
@@ -104,8 +93,8 @@ def decode_video(data: bytes, max_frames: int, max_side: int) -> torch.Tensor:
 
 def build_sampler(job: TrainJob) -> tuple[ClipSampler, FrameBankSampler]:
     """The mixture of real-footage crops and synthetic motion, and the real-footage sampler alone."""
-    bank = [decode_video(read_bytes(uri, job.endpoint_url), job.max_decode_frames, job.max_decode_side)
-            for uri in job.videos]
+    storage = StorageSettings(endpoint_url=job.endpoint_url)
+    bank = [decode_video(read_bytes(uri, storage), job.max_decode_frames, job.max_decode_side) for uri in job.videos]
     real = FrameBankSampler(bank)
     if job.synthetic_fraction <= 0:
         return real, real
@@ -144,7 +133,7 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 # -- Ray Train ----------------------------------------------------------------------------------
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(config: dict[str, object]) -> None:
     """What each Ray Train worker runs: Ray has set up the process group; the loop wraps DDP."""
     import ray.train
 

@@ -6,9 +6,13 @@ import itertools
 import os
 import re
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from model.storage import StorageSettings, open_fs
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 __all__ = [
     "atomic_write",
@@ -34,13 +38,13 @@ BRACE = re.compile(r"\{([^{}]*)\}")
 NUMERIC_RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
 
-def is_local(fs: Any) -> bool:
+def is_local(fs: AbstractFileSystem) -> bool:
     """True for the local filesystem, where rename is atomic and objects are files."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
 
 
-def full_uri(fs: Any, path: str) -> str:
+def full_uri(fs: AbstractFileSystem, path: str) -> str:
     """A path within `fs` back to a URI (`s3://…`, or a plain absolute path for local files)."""
     return os.path.abspath(path) if is_local(fs) else fs.unstrip_protocol(path)
 
@@ -129,7 +133,7 @@ def expand_inputs(
     return list(found)
 
 
-def file_version(info: dict[str, Any]) -> str:
+def file_version(info: Mapping[str, object]) -> str:
     """A version string from an fsspec `info()` entry: version id, ETag, generation, or mtime+size.
 
     GCS objects carry both a generation and an etag; the generation changes only when the bytes

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from jobs.encode_webvid import PROG, check_errors, sample_defaults
+from jobs.encode_webvid import PROG, sample_defaults
 from jobs.encode_webvid import main as encode_main
-from jobs.job_cli import ExitCode, JobError, JobOptions, base_parser, parse_job
+from jobs.job_cli import ExitCode, JobError, JobOptions, base_parser, check_errors, parse_job
 from jobs.refresh_dataset import main as refresh_main
 from jobs.sample_data import SAMPLE_SHARDS, ensure_sample_shards
 from model.media import ClipSettings, sample_clips
