@@ -62,7 +62,12 @@ def test_the_check_sees_imports_of_every_form() -> None:
         "from . import sibling\n"
         "from .clips import Clip\n"
     )
-    assert sorted(imported_packages(source)) == [(1, "ray"), (2, "fastapi"), (4, "serve"), (6, "pipeline")]
+    assert sorted(imported_packages(source)) == [
+        (1, "ray"),
+        (2, "fastapi"),
+        (4, "serve"),
+        (6, "pipeline"),
+    ]
 
 
 # What `pip install .` brings (pyproject's dependencies) leaves out the extras' packages: Ray,
@@ -79,13 +84,18 @@ sys.meta_path.insert(0, Block())
 
 
 def test_the_model_and_its_shared_core_import_without_the_extras() -> None:
-    code = BLOCK_EXTRAS + "import model, model.cli, model.latents, model.storage, model.media, model.training"
+    code = (
+        BLOCK_EXTRAS
+        + "import model, model.cli, model.latents, model.storage, model.media, model.training"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
 
 
 def test_the_block_refuses_an_extras_package() -> None:
     code = BLOCK_EXTRAS + "import fsspec"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert done.returncode != 0 and "fsspec is an extra's package" in done.stderr
 
 

@@ -44,7 +44,9 @@ def test_keys_are_deterministic_and_change_with_every_part() -> None:
 
 def test_what_the_frames_hold_is_not_in_the_key() -> None:
     other_pixels = replace(CLIP, frames=np.full((5, 64, 64, 3), 255, np.uint8), fps=30.0)
-    assert clip_key(ORIGIN, other_pixels, "crop", "m", "mean") == clip_key(ORIGIN, CLIP, "crop", "m", "mean")
+    assert clip_key(ORIGIN, other_pixels, "crop", "m", "mean") == clip_key(
+        ORIGIN, CLIP, "crop", "m", "mean"
+    )
 
 
 def test_keys_are_the_sha256_of_their_parts_as_written_outputs_hold_them() -> None:
@@ -52,4 +54,6 @@ def test_keys_are_the_sha256_of_their_parts_as_written_outputs_hold_them() -> No
     geometry = "0,1,2,3,4|64x64|crop"
     expected = _sha("s3://b/shard-00000.tar", "000001", "etag1", geometry, "wfvae-abc", "mean")
     assert clip_key(ORIGIN, CLIP, "crop", "wfvae-abc", "mean") == expected
-    assert error_key(ORIGIN, "decode") == _sha("error", "s3://b/shard-00000.tar", "000001", "etag1", "decode")
+    assert error_key(ORIGIN, "decode") == _sha(
+        "error", "s3://b/shard-00000.tar", "000001", "etag1", "decode"
+    )

@@ -40,7 +40,9 @@ def test_actors_encode_in_the_dtype_decided_for_them_and_keep_its_reason() -> No
     )
 
 
-def test_an_actor_refuses_a_decided_dtype_its_own_cpu_runs_slowly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_actor_refuses_a_decided_dtype_its_own_cpu_runs_slowly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A driver with AMX decides bf16; a worker without it must not encode hundreds of times slower.
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # this process: oneDNN held below AMX
     decided = DtypeChoice(torch.bfloat16, "auto on a CPU with AMX-BF16 (the driver's)")
