@@ -113,9 +113,10 @@ def build_dataset(
         memory=settings.read_memory_bytes,
     )
     dataset = dataset.map_batches(
-        EncodeStage,
-        batch_size=settings.batch_size,
-        batch_format="pyarrow",
+        EncodeStage,  # a class: Ray Data runs it in actors, each loading the model once
+        compute=encoder_strategy(pool),
+        num_cpus=settings.encoder_num_cpus,
+        **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
         fn_constructor_kwargs={
             "encoder": encoding.encoder,
             "batch_size": settings.batch_size,
@@ -123,9 +124,8 @@ def build_dataset(
             "precision": encoding.precision,
             "board": board,
         },
-        compute=encoder_strategy(pool),
-        num_cpus=settings.encoder_num_cpus,
-        **({"num_gpus": 1} if gpus else {}),  # one GPU per encoder actor where the cluster has them
+        batch_size=settings.batch_size,
+        batch_format="pyarrow",
     )
     # Latents go from the encoders to these tasks through the object store, and from them to
     # storage: never through the driver. Batches of many rows keep part files few and large.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_TYPES",
+    "MP4_MEDIA_TYPE",
     "NPY_TYPES",
     "SAFETENSORS_MEDIA_TYPE",
     "SAFETENSORS_TYPES",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from importlib import metadata as package_metadata
 from typing import Protocol
@@ -26,7 +26,9 @@ from .engine import DecodeJob, EncodeJob, Job, JobResult, LatentEngine
 from .errors import LimitExceeded, RequestTimeout, UnsupportedMediaType, refusing
 from .formats import (
     JSON_TYPES,
+    MP4_MEDIA_TYPE,
     NPY_TYPES,
+    SAFETENSORS_MEDIA_TYPE,
     SAFETENSORS_TYPES,
     LatentLimits,
     ModelInfo,
@@ -57,10 +59,11 @@ __all__ = [
     "REPORTED_LIMITS",
     "Backend",
     "Stopwatch",
-    "body_doc",
+    "bytes_in_bytes_out",
     "decode_route",
     "encode_route",
     "health_routes",
+    "in_a_slot",
     "model_routes",
     "query_parameters",
     "service_version",
@@ -140,10 +143,41 @@ def with_timings(
     return response
 
 
-def body_doc(types: Sequence[str], description: str) -> dict[str, object]:
-    """An OpenAPI request body of raw bytes in any of `types`."""
+def bytes_in_bytes_out(
+    answers: Sequence[str],
+    query: Sequence[type[BaseModel]],
+    bodies: Sequence[str],
+    body: str,
+) -> dict[str, object]:
+    """The route options of `/encode` and `/decode`, which read their own query and raw body:
+    answers in the `answers` media types, the query's fields documented from the `query` models,
+    and a body of raw bytes in any of `bodies`, described as `body`."""
     binary = {"schema": {"type": "string", "format": "binary"}}
-    return {"description": description, "required": True, "content": {t: binary for t in types}}
+    return {
+        "response_class": Response,
+        "responses": {200: {"content": {media_type: {} for media_type in answers}}},
+        "openapi_extra": {
+            "parameters": query_parameters(*query),
+            "requestBody": {
+                "description": body,
+                "required": True,
+                "content": {media_type: binary for media_type in bodies},
+            },
+        },
+    }
+
+
+async def in_a_slot(
+    handle: Callable[[Request, Backend, ServeSettings], Awaitable[Response]],
+    request: Request,
+    backend: Backend,
+    settings: ServeSettings,
+) -> Response:
+    """`handle(request)` in one of the replica's request slots (503 at once when every one is
+    taken, before the body is read), abandoned with a 504 after `request_timeout_s`."""
+    with backend.slots.hold():
+        work = handle(request, backend, settings)
+        return await within(settings.request_timeout_s, work, RequestTimeout)
 
 
 def query_parameters(*models: type[BaseModel]) -> list[dict[str, object]]:
@@ -228,26 +262,21 @@ def encode_route(backend: Backend, settings: ServeSettings) -> APIRouter:
 
     @router.post(
         "/encode",
-        response_class=Response,
-        responses={200: {"content": {"application/vnd.safetensors": {}, "application/json": {}}}},
-        openapi_extra={
-            "parameters": query_parameters(EncodeOptions, ClipSettings),
-            "requestBody": body_doc(
-                [
-                    "video/mp4",
-                    "application/octet-stream",
-                    "multipart/form-data",
-                    "application/json",
-                ],
-                'video bytes; a multipart upload (field \'video\'); or JSON {"uri": "s3://..."}',
-            ),
-        },
+        **bytes_in_bytes_out(
+            answers=[SAFETENSORS_MEDIA_TYPE, "application/json"],
+            query=[EncodeOptions, ClipSettings],
+            bodies=[
+                "video/mp4",
+                "application/octet-stream",
+                "multipart/form-data",
+                "application/json",
+            ],
+            body='video bytes; a multipart upload (field \'video\'); or JSON {"uri": "s3://..."}',
+        ),
     )
     async def encode(request: Request) -> Response:
         """A video to its latent, exactly as the pipeline would write it (one row per clip)."""
-        with backend.slots.hold():  # 503 at once when every slot is taken, before the body
-            work = _encode(request, backend, settings)
-            return await within(settings.request_timeout_s, work, RequestTimeout)
+        return await in_a_slot(_encode, request, backend, settings)
 
     return router
 
@@ -321,22 +350,17 @@ def decode_route(backend: Backend, settings: ServeSettings) -> APIRouter:
 
     @router.post(
         "/decode",
-        response_class=Response,
-        responses={200: {"content": {"video/mp4": {}, "application/vnd.safetensors": {}}}},
-        openapi_extra={
-            "parameters": query_parameters(DecodeOptions),
-            "requestBody": body_doc(
-                LATENT_BODY_TYPES,
-                "a latent (C, t, h, w) or (B, C, t, h, w): safetensors (tensor 'latent'), .npy, "
-                'or JSON {"latent": [...]}',
-            ),
-        },
+        **bytes_in_bytes_out(
+            answers=[MP4_MEDIA_TYPE, SAFETENSORS_MEDIA_TYPE],
+            query=[DecodeOptions],
+            bodies=LATENT_BODY_TYPES,
+            body="a latent (C, t, h, w) or (B, C, t, h, w): safetensors (tensor 'latent'), .npy, "
+            'or JSON {"latent": [...]}',
+        ),
     )
     async def decode(request: Request) -> Response:
         """A latent to an MP4 (or raw frames)."""
-        with backend.slots.hold():
-            work = _decode(request, backend, settings)
-            return await within(settings.request_timeout_s, work, RequestTimeout)
+        return await in_a_slot(_decode, request, backend, settings)
 
     return router
 
