@@ -90,20 +90,26 @@ class ClipEncoder:
         # its reason is what the metadata records); the slow-precision rule still holds for it
         # on this device when the model loads.
         self.dtype_choice = (
-            dtype if isinstance(dtype, DtypeChoice) else choose_dtype(dtype, self.device, force=force_dtype)
+            dtype
+            if isinstance(dtype, DtypeChoice)
+            else choose_dtype(dtype, self.device, force=force_dtype)
         )
         self.dtype = self.dtype_choice.dtype
         self.chunk_frames = chunk_frames
         self.latent_kind = latent_kind
         self.seed = seed
         self.model_id = model_id or model_identity(self.source)
-        self.vae = load_wfvae(self.source, dtype=self.dtype, device=self.device, force_dtype=force_dtype)
+        self.vae = load_wfvae(
+            self.source, dtype=self.dtype, device=self.device, force_dtype=force_dtype
+        )
         self.vae.eval()
         self.config_hash = config_hash(self.vae.config)
         log.info("loaded %s (%s) on %s as %s", self.model_id, self.source, self.device, self.dtype)
 
     @classmethod
-    def from_settings(cls, settings: EncoderSettings, precision: DtypeChoice | None = None) -> ClipEncoder:
+    def from_settings(
+        cls, settings: EncoderSettings, precision: DtypeChoice | None = None
+    ) -> ClipEncoder:
         """The encoder `settings` describe; `precision`, where given, is the dtype decided for it."""
         return cls(
             model_source=settings.source,
@@ -174,10 +180,17 @@ class ClipEncoder:
         return self.vae.decode(z, chunk_latents=chunk_latents).float().cpu()
 
 
-def _sample(mean: torch.Tensor, logvar: torch.Tensor, keys: Sequence[str] | None, seed: int) -> torch.Tensor:
+def _sample(
+    mean: torch.Tensor, logvar: torch.Tensor, keys: Sequence[str] | None, seed: int
+) -> torch.Tensor:
     """mean + std * noise, the noise drawn per clip from `seed` and the clip's key."""
     names = list(keys) if keys is not None else [str(i) for i in range(mean.shape[0])]
     noise = torch.stack(
-        [torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(_clip_seed(seed, k))) for k in names]
+        [
+            torch.randn(
+                mean.shape[1:], generator=torch.Generator().manual_seed(_clip_seed(seed, k))
+            )
+            for k in names
+        ]
     ).to(device=mean.device, dtype=mean.dtype)  # (B, C, t, h, w)
     return mean + torch.exp(0.5 * logvar) * noise
