@@ -218,7 +218,11 @@ class StallWatchdog:
     Ray cannot hold the driver. `counts` is the board's last snapshot."""
 
     def __init__(
-        self, board: ActorHandle[ProgressBoard], units: int, stall_timeout_s: float, poll_s: float = 2.0
+        self,
+        board: ActorHandle[ProgressBoard],
+        units: int,
+        stall_timeout_s: float,
+        poll_s: float = 2.0,
     ) -> None:
         self.board = board
         self.units = units

@@ -26,7 +26,10 @@ async def _cancelled_as_it_completes(wait) -> str:  # noqa: ANN001
 def test_a_cancellation_as_the_work_completes_is_not_lost() -> None:
     # What let a timed-out /encode run to the end: a deadline on reading the body swallowed the
     # request timeout's cancellation (asyncio.wait_for before Python 3.12 returns the result).
-    assert asyncio.run(_cancelled_as_it_completes(lambda work: within(10, work, RequestTimeout))) == "cancelled"
+    assert (
+        asyncio.run(_cancelled_as_it_completes(lambda work: within(10, work, RequestTimeout)))
+        == "cancelled"
+    )
 
 
 def test_the_deadline_expires() -> None:
