@@ -7,10 +7,11 @@ not finished after 90 s, against 0.8 s in float32). AVX512-FP16 alone (no AMX-FP
 faster than float32 here (314 vs 264 ms, 384 channels at 5x32x32), so fp16 counts as fast only
 with AMX-FP16. So:
 
-- `auto` is bfloat16 on CUDA (float16 where the GPU lacks bf16), bfloat16 on a CPU whose AMX
-  oneDNN may use, float32 on any other CPU;
-- bfloat16 or float16 asked for by name on a CPU without the matching AMX unit is refused
-  (`SlowPrecisionError`, saying why and what to use) unless forced.
+- `auto` is bfloat16 on CUDA (float16 where the GPU lacks native bf16), bfloat16 on a CPU whose
+  AMX oneDNN may use, float32 on any other CPU;
+- bfloat16 or float16 asked for by name on a CPU without the matching AMX unit, or bfloat16 on a
+  GPU without native bf16, is refused (`SlowPrecisionError`, saying why and what to use) unless
+  forced.
 
 `cpu_capability` is the one place that reads the CPU: tests pass it flags and an environment.
 """
@@ -140,11 +141,7 @@ def choose_dtype(requested: str | torch.dtype | None, device: str | torch.device
     """
     device = torch.device(device)
     if device.type == "cuda":
-        if requested is None or requested == "auto":
-            if torch.cuda.is_bf16_supported():
-                return _chosen(torch.bfloat16, "auto on CUDA: bfloat16")
-            return _chosen(torch.float16, "auto on CUDA: float16 (this GPU lacks bfloat16)")
-        return _chosen(parse_dtype(requested), "asked for")
+        return _cuda_choice(requested, force)
     if device.type != "cpu":
         if requested is None or requested == "auto":
             return _chosen(torch.float32, f"auto on {device.type}: float32")
@@ -164,6 +161,26 @@ def choose_dtype(requested: str | torch.dtype | None, device: str | torch.device
         f"{_name(dtype)} on this CPU would be far slower than float32: oneDNN runs it fast only on "
         f"{unit} tiles, which this CPU lacks or may not use ({cpu.describe()}). Use dtype 'float32' "
         "(or 'auto', which picks it here), or force the dtype (force_dtype=True, --force-dtype)"
+    )
+
+
+def _cuda_choice(requested: str | torch.dtype | None, force: bool) -> DtypeChoice:
+    """bfloat16 where the GPU computes it natively (Ampere and later), else float16; bfloat16
+    asked for on an older GPU is refused unless forced (emulated, where it runs at all)."""
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    if requested is None or requested == "auto":
+        if native_bf16:
+            return _chosen(torch.bfloat16, "auto on CUDA: bfloat16")
+        return _chosen(torch.float16, "auto on CUDA: float16 (this GPU lacks bfloat16)")
+    dtype = parse_dtype(requested)
+    if dtype != torch.bfloat16 or native_bf16:
+        return _chosen(dtype, "asked for")
+    if force:
+        return _chosen(dtype, "asked for and forced on a GPU without native bfloat16")
+    raise SlowPrecisionError(
+        f"bfloat16 on this GPU ({torch.cuda.get_device_name()}) is not native (compute capability "
+        "below 8.0): use dtype 'float16' or 'float32' (or 'auto', which picks float16 here), or "
+        "force the dtype (force_dtype=True, --force-dtype)"
     )
 
 

@@ -9,8 +9,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import torch
-
 from model.errors import ConfigError
 from model.latents import EncoderSettings, ModelCard
 from model.precision import DtypeChoice, choose_dtype
@@ -98,13 +96,16 @@ def plan_encoding(settings: PipelineSettings, model: ModelCard, gpus: float) -> 
 
 def encode_precision(encoder: EncoderSettings, gpus: bool) -> DtypeChoice:
     """The run's encode dtype, decided once on the driver and handed to every encoder actor (the
-    files' metadata names it). On GPU workers `auto` is bfloat16; on a CPU cluster the driver's
-    CPU decides (`model.precision`: bfloat16 with AMX-BF16, else float32), and an actor whose own
-    CPU would run that dtype slowly refuses it as it loads the model (`SlowPrecisionError`)."""
+    files' metadata names it). On a GPU cluster one GPU worker decides (the driver often runs on
+    a CPU-only head node; `model.precision`: bfloat16 where the GPU has it natively, else
+    float16); on a CPU cluster the driver's CPU decides (bfloat16 with AMX-BF16, else float32).
+    An actor whose own device would run the dtype slowly refuses it as it loads the model
+    (`SlowPrecisionError`)."""
     if gpus:
-        if encoder.dtype == "auto":
-            return DtypeChoice(torch.bfloat16, "auto on CUDA workers")
-        return DtypeChoice(getattr(torch, encoder.dtype), "asked for")
+        import ray
+
+        ask_a_gpu = ray.remote(num_gpus=1, num_cpus=0, max_retries=0)(choose_dtype)
+        return ray.get(ask_a_gpu.remote(encoder.dtype, "cuda", force=encoder.force_dtype))
     return choose_dtype(encoder.dtype, "cpu", force=encoder.force_dtype)
 
 
