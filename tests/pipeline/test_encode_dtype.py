@@ -47,7 +47,11 @@ print(choice.name, "|", choice.reason)
 def test_on_a_gpu_cluster_a_gpu_worker_decides_auto() -> None:
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     run = subprocess.run(
-        [sys.executable, "-c", GPU_CLUSTER_RUN], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", GPU_CLUSTER_RUN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == (
