@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TextPlan",
     "build_text_dataset",
+    "check_one_dtype",
     "TextSummary",
     "plan_text",
     "run_text_stage",
@@ -148,7 +149,7 @@ def plan_text(
     return TextPlan(prefix=prefix, pending=pending, current=current)
 
 
-def _check_one_dtype(
+def check_one_dtype(
     prefix: str, current: Mapping[str, TextUnitMarker], choice: DtypeChoice
 ) -> None:
     """One text folder holds one resolved dtype (`auto` resolves per machine)."""
@@ -246,7 +247,7 @@ def run_text_stage(
     plan = plan_text(settings.output, identity, latent_markers, settings.storage)
     gpus = start_ray(settings) if plan.pending else 0.0
     precision = text_precision(settings.text, gpus > 0)
-    _check_one_dtype(plan.prefix, plan.current, precision)
+    check_one_dtype(plan.prefix, plan.current, precision)
     log.info(
         "text encoder %s (%s, max_tokens %d) into %s: %d units to embed, %d current",
         card.text_encoder_id, precision.name, card.max_tokens, plan.prefix, len(plan.pending),
