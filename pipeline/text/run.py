@@ -31,6 +31,7 @@ from pipeline.progress import (
     WRITE,
     PipelineStalledError,
     ProgressBoard,
+    StageCounts,
     StallWatchdog,
     create_board,
 )
@@ -73,8 +74,8 @@ class TextSummary(BaseModel):
 
     text_encoder_id: str
     folder: str = Field(description="the text folder under the output: text/<tag>")
-    text_dtype: str
-    text_dtype_reason: str
+    text_dtype: str | None = Field(description="the dtype the encoder ran in; None: nothing ran")
+    text_dtype_reason: str | None = None
     units_total: int = Field(description="latent units with clips")
     units_skipped: int = Field(description="units whose text was current already")
     units_processed: int
@@ -240,48 +241,66 @@ def run_text_stage(
 ) -> TextSummary:
     """Embed the captions of every committed latent unit that lacks current text under the
     run's text encoder; `start_ray` joins the cluster (only called when there is work)."""
-    import ray
-
     started, driver_cpu = time.perf_counter(), time.process_time()
     card, identity = text_identity(settings.text)
     plan = plan_text(settings.output, identity, latent_markers, settings.storage)
-    gpus = start_ray(settings) if plan.pending else 0.0
-    precision = text_precision(settings.text, gpus > 0)
-    check_one_dtype(plan.prefix, plan.current, precision)
-    log.info(
-        "text encoder %s (%s, max_tokens %d) into %s: %d units to embed, %d current",
-        card.text_encoder_id, precision.name, card.max_tokens, plan.prefix, len(plan.pending),
-        len(plan.current),
-    )  # fmt: skip
-    committer = TextCommitter(plan.prefix, settings.storage, plan.pending, precision.name)
-    counts = None
+    precision: DtypeChoice | None = None
     if plan.pending:
-        write_identity(plan.prefix, identity, settings.storage)
-        file_metadata = {
-            **identity.model_dump(),
-            "text_dtype": precision.name,
-            "text_dtype_reason": precision.reason,
-            "folder": identity.tag(),
-        }
-        board = create_board()
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        dataset = build_text_dataset(
-            settings, plan, card, precision, file_metadata, gpus, cpus, board
+        gpus = start_ray(settings)
+        precision = text_precision(settings.text, gpus > 0)
+        check_one_dtype(plan.prefix, plan.current, precision)
+    log.info(
+        "text encoder %s (max_tokens %d) into %s: %d units to embed, %d current",
+        card.text_encoder_id, card.max_tokens, plan.prefix, len(plan.pending), len(plan.current),
+    )  # fmt: skip
+    if precision is None:  # nothing to embed: no cluster, no dtype to decide
+        return _summary(
+            card, identity, plan, latent_markers, [], None, None, 0, started, driver_cpu
         )
-        parts = sum(len(m.files(LATENTS_DIR)) for m in plan.pending)
-        watchdog = StallWatchdog(board, parts, settings.stall_timeout_s)
-        try:
-            for block in watchdog.stream(
-                dataset.iter_batches(batch_size=None, batch_format="pyarrow")
-            ):
-                committer.add(block)
-        except PipelineStalledError as error:
-            stage = TEXT_STAGE_NAMES.get(error.stage, error.stage)
-            raise PipelineStalledError(
-                stage, settings.stall_timeout_s, watchdog.counts, parts
-            ) from error
-        counts = watchdog.final_counts()
+    committer = TextCommitter(plan.prefix, settings.storage, plan.pending, precision.name)
+    write_identity(plan.prefix, identity, settings.storage)
+    file_metadata = {
+        **identity.model_dump(),
+        "text_dtype": precision.name,
+        "text_dtype_reason": precision.reason,
+        "folder": identity.tag(),
+    }
+    import ray
+
+    board = create_board()
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    dataset = build_text_dataset(settings, plan, card, precision, file_metadata, gpus, cpus, board)
+    parts = sum(len(m.files(LATENTS_DIR)) for m in plan.pending)
+    watchdog = StallWatchdog(board, parts, settings.stall_timeout_s)
+    blocks = dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+    try:
+        for block in watchdog.stream(blocks):
+            committer.add(block)
+    except PipelineStalledError as error:  # named as the text stage's steps
+        stage = TEXT_STAGE_NAMES.get(error.stage, error.stage)
+        raise PipelineStalledError(
+            stage, settings.stall_timeout_s, watchdog.counts, parts
+        ) from error
+    counts = watchdog.final_counts()
     markers = committer.finish()
+    return _summary(
+        card, identity, plan, latent_markers, markers, precision, counts,
+        committer.bytes_written, started, driver_cpu,
+    )  # fmt: skip
+
+
+def _summary(
+    card: TextEncoderCard,
+    identity: TextIdentity,
+    plan: TextPlan,
+    latent_markers: Mapping[str, UnitMarker],
+    markers: list[TextUnitMarker],
+    precision: DtypeChoice | None,
+    counts: StageCounts | None,
+    bytes_written: int,
+    started: float,
+    driver_cpu: float,
+) -> TextSummary:
     seconds = time.perf_counter() - started
     rows = sum(m.rows for m in markers)
     embedded = sum(m.embedded for m in markers)
@@ -291,8 +310,8 @@ def run_text_stage(
     return TextSummary(
         text_encoder_id=card.text_encoder_id,
         folder=f"text/{identity.tag()}",
-        text_dtype=precision.name,
-        text_dtype_reason=precision.reason,
+        text_dtype=precision.name if precision else None,
+        text_dtype_reason=precision.reason if precision else None,
         units_total=sum(1 for m in latent_markers.values() if m.clips),
         units_skipped=len(plan.current),
         units_processed=len(markers),
@@ -303,7 +322,7 @@ def run_text_stage(
         errors_by_reason=dict(sorted(reasons.items())),
         captions_encoded=counts.captions_encoded if counts else 0,
         mean_tokens=sum(m.tokens for m in markers) / embedded if embedded else None,
-        bytes_written=committer.bytes_written,
+        bytes_written=bytes_written,
         seconds=seconds,
         rows_per_s=rows / seconds if seconds > 0 else 0.0,
         cpu_seconds=(counts.cpu_s if counts else 0.0) + time.process_time() - driver_cpu,

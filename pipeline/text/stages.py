@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from model.precision import DtypeChoice
 from model.storage import StorageSettings, open_fs
 from model.text_encoder import CaptionEncoder
+from pipeline.manifest import LATENTS_DIR
 from pipeline.progress import ENCODE, READ, WRITE, ProgressBoard, report
 from pipeline.records import INT_LIST, latent_to_bytes, write_parquet
 from pipeline.storage import is_local, join_uri
@@ -128,7 +129,7 @@ def read_captions(
     tables = []
     for row in batch.to_pylist():
         rows = read_columns(
-            join_uri(output, "latents", row["latent_file"]), ["key", "caption"], storage
+            join_uri(output, LATENTS_DIR, row["latent_file"]), ["key", "caption"], storage
         )
         n = rows.num_rows
         tables.append(
