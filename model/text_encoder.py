@@ -108,8 +108,18 @@ def _position_limit(config: Any) -> int | None:
     return int(limit) if isinstance(limit, int) else None
 
 
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as error:
+        raise ConfigError(
+            "caption embeddings need transformers and tokenizers: pip install -e '.[text]'"
+        ) from error
+    return transformers
+
+
 def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
+    AutoTokenizer = _transformers().AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(source)
@@ -118,7 +128,7 @@ def _load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 
 
 def _load_config(source: str) -> Any:
-    from transformers import AutoConfig
+    AutoConfig = _transformers().AutoConfig
 
     try:
         return AutoConfig.from_pretrained(source)
@@ -219,8 +229,7 @@ class CaptionEncoder:
         log.info("loaded text encoder %s on %s as %s", self.source, self.device, self.dtype)
 
     def _load_model(self) -> PreTrainedModel:
-        import transformers
-
+        transformers = _transformers()
         config = _load_config(self.source)
         cls = getattr(transformers, encoder_class(str(config.model_type)))
         try:  # safetensors only: a pickled .bin checkpoint is never unpickled
