@@ -4,6 +4,7 @@
         --input 's3://bucket/webvid/{00000..00099}.tar' --output s3://bucket/latents/webvid-33x256 \\
         --clips.num_frames 33 --clips.height 256 --clips.width 256
 
+    python jobs/encode_webvid.py ... --text.encoder google/umt5-xxl   # + caption embeddings
     python jobs/encode_webvid.py --config webvid.yaml       # PipelineSettings fields, + `job:`
     python jobs/encode_webvid.py                             # the built-in sample, locally
 

@@ -12,8 +12,10 @@ Each run, under the output's lease (`jobs.lease`; a second, overlapping run exit
 3. with `--retire-vanished`, deletes the units whose sources vanished (marker first, then the
    Parquet files) unless they exceed `--max-retire-fraction` of the output (exit 3: a mistyped
    prefix or a permission problem looks like everything vanished);
-4. encodes the new and changed shards (`pipeline.run.run_pipeline`), writes `refresh.json` at
-   the output prefix, prints the summary.
+4. encodes the new and changed shards (`pipeline.run.run_pipeline`) and, with `--text.encoder`,
+   embeds the captions of every committed unit that lacks them (a refresh that only adds a
+   text encoder reads no video and writes no latent), writes `refresh.json` at the output
+   prefix, prints the summary.
 
 Nothing new: exit 0 without starting Ray or loading the model. Exit codes: `jobs.job_cli`.
 """
@@ -24,7 +26,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,7 @@ from jobs.job_cli import (
 from jobs.lease import Lease, LeaseKeeper
 
 if TYPE_CHECKING:
+    from pipeline.manifest import UnitMarker
     from pipeline.settings import PipelineSettings
 
 __all__ = [
@@ -93,6 +96,9 @@ class RefreshPlan(BaseModel):
     new_sources: list[str]
     changed_sources: list[str]
     vanished_units: list[str]
+    text_units_pending: int = Field(
+        default=0, description="committed units whose clips lack text from text.encoder"
+    )
 
 
 class RefreshReport(BaseModel):
@@ -144,6 +150,7 @@ def plan_refresh(settings: PipelineSettings, uris: list[str], missing: int = 0) 
     recorded = {uri for m in markers.values() for uri in m.sources}
     new = [uri for uri, version in current.items() if f"{uri}@{version}" not in done]
     return RefreshPlan(
+        text_units_pending=_text_pending(settings, markers),
         sources=len(current),
         missing_inputs=missing,
         finished_units=len(markers),
@@ -153,6 +160,16 @@ def plan_refresh(settings: PipelineSettings, uris: list[str], missing: int = 0) 
             m.unit_id for m in markers.values() if any(uri not in current for uri in m.sources)
         ),
     )
+
+
+def _text_pending(settings: PipelineSettings, markers: Mapping[str, UnitMarker]) -> int:
+    """Committed units whose clips lack current text from `text.encoder` (0 without one)."""
+    if not settings.text.encoder:
+        return 0
+    from pipeline.text.run import plan_text, text_identity
+
+    _, identity = text_identity(settings.text)
+    return len(plan_text(settings.output, identity, markers, settings.storage, prune=False).pending)
 
 
 def retire(settings: PipelineSettings, plan: RefreshPlan, options: RefreshOptions) -> list[str]:
@@ -195,15 +212,16 @@ def refresh(parsed: ParsedJob) -> RefreshReport:
         raise JobError(ExitCode.DATA, f"no source matched {settings.inputs + settings.input_lists}")
     plan = plan_refresh(settings, uris, missing)
     log.info(
-        "%d sources (%d named inputs absent), %d finished units: %d new, %d changed, %d vanished",
+        "%d sources (%d named inputs absent), %d finished units: %d new, %d changed, %d vanished; "
+        "%d units to embed captions of",
         plan.sources, missing, plan.finished_units, len(plan.new_sources),
-        len(plan.changed_sources), len(plan.vanished_units),
+        len(plan.changed_sources), len(plan.vanished_units), plan.text_units_pending,
     )  # fmt: skip
     if options.dry_run:
         return RefreshReport(started_at=started, finished_at=time.time(), plan=plan)
     retired = retire(settings, plan, options)
     summary = None
-    if plan.new_sources or plan.changed_sources or retired:
+    if plan.new_sources or plan.changed_sources or retired or plan.text_units_pending:
         run = run_pipeline(settings.model_copy(update={"inputs": uris, "input_lists": []}))
         check_errors(run, options)
         summary = run.model_dump(mode="json")
@@ -235,6 +253,13 @@ def print_report(report: RefreshReport, options: RefreshOptions) -> None:
             f"units {s['units_processed']} processed, {s['units_skipped']} skipped; samples "
             f"{s['samples']}; clips {s['clips']}; errors {s['errors']}; {s['seconds']:.1f}s"
         )
+        if s.get("text"):
+            t = s["text"]
+            print(
+                f"text ({t['folder']}): units {t['units_processed']} embedded, "
+                f"{t['units_skipped']} current; {t['embedded']} embeddings, {t['nulls']} without "
+                f"caption, {t['errors']} errors; {t['seconds']:.1f}s"
+            )
     if options.json_summary:
         print(report.model_dump_json())
 

@@ -17,4 +17,5 @@ and `model.storage`. Modules (none imports Ray at import time):
     summary     RunSummary (summary.json) and the output's latent statistics
     run         run_pipeline: plan, execute, commit, summarise
     reader      torch datasets over the written shards, for trainers
+    text        the optional text stage: caption embeddings in text/<tag>/, joined by key
 """

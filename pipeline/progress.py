@@ -67,6 +67,7 @@ class StageCounts(BaseModel):
     encode_waited_s: float = 0.0  # from the end of one call to the start of the next
     clip_wait_s: float = 0.0  # clip rows' time from decoded (`decoded_at`) to an encoder's call
     clips_waited: int = 0  # the clip rows clip_wait_s covers
+    captions_encoded: int = 0  # text stage: distinct captions run through the text encoder
 
 
 class PipelineStalledError(RuntimeError):

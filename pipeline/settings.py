@@ -9,16 +9,83 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.latents import EncoderSettings
 from model.media import ClipSettings
 from model.storage import StorageSettings
 
-__all__ = ["PipelineSettings", "load_settings"]
+__all__ = ["PipelineSettings", "TextSettings", "load_settings", "parse_concurrency", "pool_sizes"]
 
 CONCURRENCY = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")  # "4" or "2-8"
+
+
+def parse_concurrency(value: object) -> int | str | None:
+    """An actor pool's size: a number (4), a range (2-8) as "2-8", or None (the default)."""
+    if value is None:
+        return None
+    match = CONCURRENCY.match(str(value))
+    if isinstance(value, bool) or match is None:
+        raise ValueError(f"concurrency must be a number (4) or a range (2-8), got {value!r}")
+    low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+    if low < 1 or high < low:
+        raise ValueError(f"concurrency {value!r}: need 1 <= smallest <= largest")
+    return low if low == high else f"{low}-{high}"
+
+
+def pool_sizes(concurrency: int | str | None, cluster_gpus: float) -> tuple[int, int]:
+    """(smallest, largest) number of actors; one per GPU present by default (1 without GPUs)."""
+    if concurrency is None:
+        size = max(1, int(cluster_gpus))
+        return size, size
+    if isinstance(concurrency, int):
+        return concurrency, concurrency
+    low, high = concurrency.split("-")
+    return int(low), int(high)
+
+
+class TextSettings(BaseModel):
+    """The optional text stage: a Hugging Face text encoder over the clips' captions, in an actor
+    pool of its own (`pipeline.text`). No `encoder`: no text stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str | None = Field(
+        default=None,
+        description="Hugging Face id or local folder of a text encoder (T5, UMT5, CLIP text, any "
+        "encoder with a last_hidden_state); safetensors weights only",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="tokens per caption, longer ones truncated; default: the tokenizer's length, "
+        "else the model's positions, else 512",
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="auto: bfloat16 on GPU and on CPUs with AMX-BF16, else float32 (model.precision)",
+    )
+    force_dtype: bool = Field(
+        default=False, description="run bfloat16/float16 on a CPU without fast kernels for it"
+    )
+    device: str = Field(default="auto", description="auto: cuda when available, else cpu")
+    batch_size: int = Field(default=32, ge=1, description="captions per text encoder call")
+    concurrency: int | str | None = Field(
+        default=None,
+        description="text encoder actors: a number or a range (2-8); default: one per GPU on a "
+        "GPU cluster, else 1",
+    )
+    num_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved per text encoder actor")
+
+    @field_validator("concurrency", mode="before")
+    @classmethod
+    def _parse_concurrency(cls, value: object) -> int | str | None:
+        return parse_concurrency(value)
+
+    def pool(self, cluster_gpus: float) -> tuple[int, int]:
+        """(smallest, largest) number of text encoder actors."""
+        return pool_sizes(self.concurrency, cluster_gpus)
 
 
 class PipelineSettings(BaseSettings):
@@ -42,6 +109,9 @@ class PipelineSettings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     clips: ClipSettings = Field(default_factory=ClipSettings)
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    # Not in `output_hash`: text lives apart from the latents (`pipeline.text`), so a text
+    # encoder added or changed never touches them.
+    text: TextSettings = Field(default_factory=TextSettings)
     latent_dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="dtype of the latent bytes written"
     )
@@ -103,25 +173,11 @@ class PipelineSettings(BaseSettings):
     @field_validator("concurrency", mode="before")
     @classmethod
     def _parse_concurrency(cls, value: object) -> int | str | None:
-        if value is None:
-            return None
-        match = CONCURRENCY.match(str(value))
-        if isinstance(value, bool) or match is None:
-            raise ValueError(f"concurrency must be a number (4) or a range (2-8), got {value!r}")
-        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
-        if low < 1 or high < low:
-            raise ValueError(f"concurrency {value!r}: need 1 <= smallest <= largest")
-        return low if low == high else f"{low}-{high}"
+        return parse_concurrency(value)
 
     def encoder_pool(self, cluster_gpus: float) -> tuple[int, int]:
         """(smallest, largest) number of encoder actors; one per GPU present by default."""
-        if self.concurrency is None:
-            size = max(1, int(cluster_gpus))
-            return size, size
-        if isinstance(self.concurrency, int):
-            return self.concurrency, self.concurrency
-        low, high = self.concurrency.split("-")
-        return int(low), int(high)
+        return pool_sizes(self.concurrency, cluster_gpus)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineSettings:

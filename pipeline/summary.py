@@ -17,6 +17,7 @@ from pipeline.balance import (
     stage_balance,
 )
 from pipeline.manifest import ChannelSums, UnitMarker
+from pipeline.text.run import TextSummary
 
 if TYPE_CHECKING:
     from pipeline.dataset import Execution
@@ -88,6 +89,9 @@ class RunSummary(BaseModel):
         "when no encoder had a second batch (no idle time to judge) and the waits are short",
     )
 
+    # The text stage (`pipeline.text`), where the run had a text encoder.
+    text: TextSummary | None = Field(default=None, description="the text stage, if it ran")
+
     def steady_clips_per_s(self) -> float | None:
         """Clips/s after start-up (actor spawn, model load, first batch): the rate a long job sees."""
         if self.first_result_s is None or self.seconds <= self.first_result_s:
@@ -109,8 +113,19 @@ class RunSummary(BaseModel):
             f"units {self.units_processed} processed, {self.units_skipped} skipped "
             f"(of {self.units_total}); samples {self.samples}; clips {self.clips}; "
             f"errors {self.errors} ({reasons}); {self.seconds:.1f}s; {self.clips_per_s:.2f} clips/s"
-            f"{balance}"
+            f"{balance}{_text_line(self.text)}"
         )
+
+
+def _text_line(text: TextSummary | None) -> str:
+    if text is None:
+        return ""
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(text.errors_by_reason.items())) or "none"
+    return (
+        f"; text ({text.folder}): units {text.units_processed} embedded, {text.units_skipped} "
+        f"current; {text.embedded} embeddings, {text.nulls} without caption, {text.errors} errors "
+        f"({reasons}); {text.seconds:.1f}s"
+    )
 
 
 class LatentStats(BaseModel):

@@ -136,3 +136,12 @@ def ray_cluster() -> Iterator[None]:
 def free_port_factory() -> Callable[[], int]:
     """Hands out TCP ports on 127.0.0.1 that nothing listens on (for servers a test starts)."""
     return free_port
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A T5 encoder with random weights and a word tokenizer, in the Hugging Face layout
+    (`tests/text_models.py`): the corpus's captions tokenize, but "a big rabbit" does not."""
+    from text_models import save_tiny_t5
+
+    return save_tiny_t5(tmp_path_factory.mktemp("text-encoder") / "tiny-t5")
