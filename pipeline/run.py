@@ -40,9 +40,16 @@ from pipeline.manifest import (
 from pipeline.parts import write_parts
 from pipeline.progress import EtaLog, StageCounts, StallWatchdog, create_board
 from pipeline.settings import PipelineSettings
-from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
+from pipeline.sources import (
+    InputsNotTaken,
+    NoInputsError,
+    WorkUnit,
+    group_items,
+    inputs_not_taken,
+    list_sources,
+)
 from pipeline.stages import EncodeStage, read_and_decode
-from pipeline.storage import expand_inputs
+from pipeline.storage import list_inputs
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,11 @@ class RunSummary(BaseModel):
     clips: int
     errors: int
     errors_by_reason: dict[str, int] = Field(default_factory=dict)
+    inputs_not_taken: InputsNotTaken = Field(
+        default_factory=InputsNotTaken,
+        description="files under the inputs that are no input (captions beside videos aside), "
+        "and named inputs of no known kind: counted, by ending, the first named",
+    )
     seconds: float
     clips_per_s: float
     first_result_s: float | None = Field(
@@ -186,13 +198,18 @@ class RunPlan:
     units: list[WorkUnit]
     finished: dict[str, UnitMarker]
     skipped: int
+    not_taken: InputsNotTaken = field(default_factory=InputsNotTaken)
 
 
 def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
-    uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
+    listing = list_inputs(settings.inputs, settings.storage, settings.input_lists)
     own = settings.output.rstrip("/") + "/"  # an input folder holding the output: not its parts
-    tars, items = list_sources([u for u in uris if not u.startswith(own)], settings.storage)
+    uris = [u for u in listing.inputs if not u.startswith(own)]
+    not_taken = inputs_not_taken([u for u in listing.not_taken if not u.startswith(own)], uris)
+    if not_taken.count:
+        log.warning("%s", not_taken.describe())
+    tars, items = list_sources(uris, settings.storage)
     if not tars and not items:  # a mistyped prefix must not look like a finished job
         raise NoInputsError(settings.inputs + settings.input_lists)
     current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
@@ -217,7 +234,7 @@ def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
     units = pending_tars + group_items(pending_items, settings.files_per_unit)
     skipped = sum(1 for m in markers.values() if any(uri in current for uri in m.sources))
-    return RunPlan(units=units, finished=markers, skipped=skipped)
+    return RunPlan(units=units, finished=markers, skipped=skipped, not_taken=not_taken)
 
 
 def _ray_init(settings: PipelineSettings) -> None:
@@ -461,6 +478,7 @@ def run_pipeline(settings: PipelineSettings) -> RunSummary:
         clips=clips,
         errors=sum(m.errors for m in new_markers),
         errors_by_reason=dict(sorted(reasons.items())),
+        inputs_not_taken=plan.not_taken,
         seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
         first_result_s=execution.first_result_s,

@@ -60,6 +60,9 @@ def encode_response(
         "target_size": list(clips[0].target_size),
         "bucket": clips[0].bucket,
         "keys": list(keys),
+        **(
+            {"decode": clips[0].decode_notes()} if clips[0].decode_notes() else {}
+        ),  # the video broke early
     }
     headers = {**tensor_headers("Latent", latent), "X-Model-Id": str(metadata["model_id"])}
     if options.format == "json":
