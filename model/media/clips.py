@@ -192,6 +192,8 @@ def plan_timed_clips(
     """The source frames of each clip at `rate` frames per second: frame k of a clip is the one
     shown nearest k / rate after the clip's first; clips follow one another as the stride
     rule's do. `seconds`: each source frame's time, ascending. Raises VideoDecodeError(too_short)."""
+    if not math.isfinite((num_frames - 1) / rate):  # a rate such as 1e-308: no instant is a number
+        raise OverflowError(f"a clip of {num_frames} frames at {rate:g} fps spans no finite time")
     first = settings.start_frame
     last_start = last_start_at_rate(seconds, num_frames, rate)
     if last_start < first:
@@ -242,7 +244,8 @@ def _clip_spans(
     seconds = _frame_seconds(video, info) if rate is not None else None
     total = info.frame_count if seconds is None else len(seconds)
     if seconds is not None and rate is not None:
-        mean_fps = (total - 1) / seconds[-1] if total > 1 and seconds[-1] > 0 else info.fps
+        duration = float(seconds[-1])  # a Python float: a rate such as 5e-324 gives inf, no warning
+        mean_fps = (total - 1) / duration if total > 1 and duration > 0 else info.fps
         stride = mean_fps / rate if math.isfinite(mean_fps) else 1.0
     else:
         stride = settings.frame_stride
