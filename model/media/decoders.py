@@ -16,7 +16,6 @@ the stream ends or breaks first: those before the first frame that did not decod
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,7 +159,9 @@ class _PyAVReader:
         times = self._keyframes()
         if times is None:
             return
-        nearest = bisect.bisect_right(times.keyframes, index) - 1  # the last at or before
+        nearest = (
+            int(np.searchsorted(times.keyframes, index, side="right")) - 1
+        )  # the last at or before
         if nearest < 0 or times.keyframes[nearest] <= self._position:
             return  # no keyframe between here and there: decoding on is as fast
         keyframe = int(times.keyframes[nearest])
@@ -176,10 +177,8 @@ class _PyAVReader:
         try:
             frame = next(self._frames, None)
         except Exception as error:  # av.error.FFmpegError: what follows cannot be numbered
-            frame, self.stopped = (
-                None,
-                f"frame {self._position} does not decode ({first_line(error)})",
-            )
+            frame = None
+            self.stopped = f"frame {self._position} does not decode ({first_line(error)})"
         else:
             if frame is None:
                 self.stopped = f"the stream ends after {self._position} frames"
