@@ -16,6 +16,7 @@ __all__ = [
     "RGB_CHANNELS",
     "UINT8_MAX",
     "ResizeMode",
+    "center_window",
     "covering_size",
     "crop_center",
     "resize_frames",
@@ -35,13 +36,16 @@ def covering_size(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> tup
     return max(height, round(h * scale)), max(width, round(w * scale))
 
 
-def crop_center(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The centre (T, height, width, 3) of (T, h, w, 3) frames at least that large."""
+def center_window(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A view of the centre (T, height, width, 3) of (T, h, w, 3) frames at least that large."""
     _, h, w, _ = frames.shape
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(frames)
     top, left = (h - height) // 2, (w - width) // 2
-    return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
+    return frames[:, top : top + height, left : left + width]
+
+
+def crop_center(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre (T, height, width, 3) of (T, h, w, 3) frames at least that large, contiguous."""
+    return np.ascontiguousarray(center_window(frames, height, width))
 
 
 def resize_frames(

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import VideoDecodeError
 from .decoders import make_reader
-from .frames import RGB_CHANNELS, crop_center
+from .frames import RGB_CHANNELS, center_window
 from .probe import REASON_UNREADABLE, VideoInfo, VideoSource, first_line
 from .routing import REASON_UNSUPPORTED_CODEC, DecoderName, route_video
 
@@ -64,7 +64,8 @@ def _read_with(
                 decoded = reader.read(chunk)  # (n, h', w', 3) uint8, n <= len(chunk)
             except Exception as error:  # the chunk broke: the frames before it stand
                 return first, f"frames {chunk[0]}..{chunk[-1]} do not decode ({first_line(error)})"
-            out[first : first + len(decoded)] = crop_center(decoded, height, width)
+            # one copy: the crop (and a turn, a view) straight into the clips' frames
+            out[first : first + len(decoded)] = center_window(decoded, height, width)
             if len(decoded) < len(chunk):
                 return first + len(decoded), reader.stopped or "the stream ends early"
     finally:
