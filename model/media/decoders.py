@@ -16,7 +16,6 @@ the stream ends or breaks first: those before the first frame that did not decod
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -82,7 +81,8 @@ def _torchcodec_turns_frames() -> bool:
     report it as `VideoStreamMetadata.rotation`), before their transforms."""
     from torchcodec.decoders import VideoStreamMetadata
 
-    return "rotation" in {f.name for f in dataclasses.fields(VideoStreamMetadata)}
+    fields = getattr(VideoStreamMetadata, "__dataclass_fields__", {})  # a field, or an attribute
+    return "rotation" in fields or hasattr(VideoStreamMetadata, "rotation")
 
 
 class _TorchcodecReader:
