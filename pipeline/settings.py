@@ -192,6 +192,9 @@ class PipelineSettings(BaseSettings):
             # Which decoder made the frames is left out: every backend gives the same clips to
             # the codecs' rounding, and `auto` resolves per machine.
             "clips": self.clips.model_dump(mode="json", exclude={"decoder"}),
+            # target_fps's frame rule (the frame shown nearest each instant, by timestamps, not a
+            # stride of round(source fps / target fps)) decides which frames a prefix holds
+            **({"target_fps_frames": "nearest_shown"} if self.clips.target_fps is not None else {}),
             "latent_kind": self.encoder.latent_kind,
             # bf16 and fp32 latents differ by ~1%: one output prefix holds one compute precision
             "encode_dtype": self.encoder.dtype,

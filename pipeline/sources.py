@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel, Field
+
 from model.storage import StorageSettings, open_fs, protocol_of
 from pipeline.storage import (
     TABLE_EXTENSIONS,
@@ -19,12 +21,14 @@ from pipeline.storage import (
     VIDEO_EXTENSIONS,
     file_version,
     full_uri,
+    is_input_file,
     normalize_uri,
 )
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "InputsNotTaken",
     "Item",
     "NoInputsError",
     "Sample",
@@ -33,6 +37,7 @@ __all__ = [
     "group_items",
     "iter_file_samples",
     "iter_tar_samples",
+    "inputs_not_taken",
     "iter_unit_samples",
     "list_sources",
 ]
@@ -43,6 +48,43 @@ KEY_COLUMNS = ("key", "videoid", "id")
 HEAD_THREADS = 16  # concurrent HEADs where a folder is not listed
 LIST_FOLDER_FROM = 8  # files named in one folder from which listing it beats a HEAD each
 TAR_READ_BLOCK = 8 * 2**20  # bytes fetched per request while streaming a tar from object storage
+NOT_TAKEN_NAMED = 20  # files not taken named in the log and summary.json (all are counted)
+
+
+class InputsNotTaken(BaseModel):
+    """Files under the inputs that are no input (no video, tar or table ending), counted by
+    ending, the first of them named: nothing under an input goes unaccounted."""
+
+    count: int = 0
+    by_extension: dict[str, int] = Field(default_factory=dict)  # ".json": 3, "(none)": 1
+    named: list[str] = Field(
+        default_factory=list, description=f"the first {NOT_TAKEN_NAMED}, sorted"
+    )
+
+    @classmethod
+    def of(cls, uris: list[str]) -> InputsNotTaken:
+        endings: dict[str, int] = {}
+        for uri in uris:
+            ending = posixpath.splitext(uri)[1].lower() or "(none)"
+            endings[ending] = endings.get(ending, 0) + 1
+        return cls(
+            count=len(uris),
+            by_extension=dict(sorted(endings.items())),
+            named=sorted(uris)[:NOT_TAKEN_NAMED],
+        )
+
+    def describe(self) -> str:
+        endings = ", ".join(f"{n} {e}" for e, n in self.by_extension.items())
+        more = f" and {self.count - len(self.named)} more" if self.count > len(self.named) else ""
+        return f"{self.count} files under the inputs are no video, tar or table ({endings}): {', '.join(self.named)}{more}"
+
+
+def inputs_not_taken(listed_others: list[str], named: list[str]) -> InputsNotTaken:
+    """Files found under input folders that are no input, and inputs named whose ending no
+    reader takes (`list_sources` skips them), together."""
+    return InputsNotTaken.of(
+        sorted(set(listed_others) | {u for u in named if not is_input_file(u)})
+    )
 
 
 class NoInputsError(ValueError):
@@ -258,7 +300,7 @@ def list_sources(uris: list[str], storage: StorageSettings) -> tuple[list[WorkUn
         elif lower.endswith(VIDEO_EXTENSIONS):
             videos.append((uri, infos[uri]))
         else:
-            log.warning("skipping input of unknown kind: %s", uri)
+            log.warning("skipping input of unknown kind: %s (counted in inputs_not_taken)", uri)
     listed = {item.uri for item in loose}  # a table's videos, found again under a folder
     videos = [(uri, info) for uri, info in videos if uri not in listed]
     captions = _sidecar_captions([uri for uri, _ in videos], storage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -80,6 +81,20 @@ def _error_row(
     }
 
 
+def _row_metadata(sample_metadata: str, notes: dict[str, int]) -> str:
+    """The sample's metadata JSON, with `decode` ({frames_readable, frames_stated}) where its
+    video broke before its end; a metadata text that is no JSON object goes under `sample`."""
+    if not notes:
+        return sample_metadata
+    try:
+        meta = json.loads(sample_metadata) if sample_metadata else {}
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {"sample": sample_metadata}
+    return json.dumps({**meta, "decode": notes})
+
+
 def unit_rows(
     unit: WorkUnit,
     storage: StorageSettings,
@@ -114,7 +129,7 @@ def unit_rows(
                     "shard": unit.shard,
                     "member_key": sample.member_key,
                     "caption": sample.caption,
-                    "metadata": sample.metadata,
+                    "metadata": _row_metadata(sample.metadata, clip.decode_notes()),
                     "clip_index": clip.clip_index,
                     "frames": clip.frames.tobytes(),
                     "frames_shape": list(clip.frames.shape),

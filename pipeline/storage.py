@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import posixpath
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from model.storage import StorageSettings, open_fs
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 __all__ = [
+    "InputListing",
     "atomic_write",
     "expand_braces",
     "expand_inputs",
@@ -22,7 +25,9 @@ __all__ = [
     "file_version",
     "full_uri",
     "is_local",
+    "is_input_file",
     "join_uri",
+    "list_inputs",
     "normalize_uri",
     "read_input_list",
 ]
@@ -30,7 +35,12 @@ __all__ = [
 GLOB_CHARS = re.compile(r"[*?\[]")
 # The input kinds, by file ending (pipeline.sources reads them). A folder given as input stands
 # for the files under it with these endings; sidecar captions are found beside their videos.
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
+# Videos: every container FFmpeg reads that people store video in (README: decoders and containers).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".mkv", ".webm", ".avi", ".flv", ".f4v",
+    ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".wmv", ".asf", ".ogv", ".mxf",
+)  # fmt: skip
+CAPTION_EXTENSION = ".txt"
 TAR_EXTENSIONS = (".tar",)
 TABLE_EXTENSIONS = (".csv", ".parquet", ".tsv")
 INPUT_SUFFIXES = TAR_EXTENSIONS + TABLE_EXTENSIONS + VIDEO_EXTENSIONS
@@ -97,28 +107,48 @@ def _maybe_folder(uri: str, storage: StorageSettings) -> bool:
     return bool(fs.isdir(path))
 
 
-def expand_folder(uri: str, storage: StorageSettings) -> list[str]:
-    """Every input file (tar shards, videos, tables of URIs) under a folder or prefix, sorted."""
+def _list_folder(uri: str, storage: StorageSettings) -> list[str]:
+    """Every file under a folder or prefix, at any depth, sorted."""
     fs, path = open_fs(uri.rstrip("/") or uri, storage)
     fs.invalidate_cache()
     try:
         names = fs.find(path)
     except FileNotFoundError:
         return []
-    return sorted(full_uri(fs, name) for name in names if name.lower().endswith(INPUT_SUFFIXES))
+    return sorted(full_uri(fs, name) for name in names)
 
 
-def expand_inputs(
+def is_input_file(uri: str) -> bool:
+    """True for a file ending the pipeline reads: a tar shard, a video, a table of URIs."""
+    return uri.lower().endswith(INPUT_SUFFIXES)
+
+
+def expand_folder(uri: str, storage: StorageSettings) -> list[str]:
+    """Every input file (tar shards, videos, tables of URIs) under a folder or prefix, sorted."""
+    return [name for name in _list_folder(uri, storage) if is_input_file(name)]
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """Every input URI, in order, and the files under the folders given that are no input."""
+
+    inputs: list[str]
+    not_taken: list[str]  # sorted; captions beside videos are taken
+
+
+def list_inputs(
     inputs: list[str], storage: StorageSettings, input_lists: list[str] | tuple[str, ...] = ()
-) -> list[str]:
+) -> InputListing:
     """Every input URI, in order: braces and globs expanded, folders listed, list files read.
 
     A folder or prefix (`s3://bucket/webvid/`, a local directory) stands for every input file
-    under it, at any depth, as Ray Data's readers take a folder."""
+    under it, at any depth, as Ray Data's readers take a folder; the other files found there
+    are listed as not taken, except each video's `.txt` caption."""
     patterns = list(inputs)
     for list_uri in input_lists:
         patterns.extend(read_input_list(list_uri, storage))
     found: dict[str, None] = {}  # ordered set
+    others: set[str] = set()
     for pattern in patterns:
         for candidate in expand_braces(pattern):
             if GLOB_CHARS.search(candidate):
@@ -127,10 +157,26 @@ def expand_inputs(
                 for hit in sorted(fs.glob(path)):
                     found[full_uri(fs, hit)] = None
             elif _maybe_folder(candidate, storage):
-                found.update(dict.fromkeys(expand_folder(candidate, storage)))
+                for name in _list_folder(candidate, storage):
+                    if is_input_file(name):
+                        found[name] = None
+                    else:
+                        others.add(name)
             else:
                 found[normalize_uri(candidate)] = None
-    return list(found)
+    captions = {
+        posixpath.splitext(u)[0] + CAPTION_EXTENSION
+        for u in found
+        if u.lower().endswith(VIDEO_EXTENSIONS)
+    }
+    return InputListing(list(found), sorted(others - captions - set(found)))
+
+
+def expand_inputs(
+    inputs: list[str], storage: StorageSettings, input_lists: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Every input URI, in order (`list_inputs`)."""
+    return list_inputs(inputs, storage, input_lists).inputs
 
 
 def file_version(info: Mapping[str, object]) -> str:

@@ -17,6 +17,7 @@ from pipeline.balance import (
     stage_balance,
 )
 from pipeline.manifest import ChannelSums, UnitMarker
+from pipeline.sources import InputsNotTaken
 from pipeline.text.run import TextSummary
 
 if TYPE_CHECKING:
@@ -37,6 +38,11 @@ class RunSummary(BaseModel):
     clips: int
     errors: int
     errors_by_reason: dict[str, int] = Field(default_factory=dict)
+    inputs_not_taken: InputsNotTaken = Field(
+        default_factory=InputsNotTaken,
+        description="files under the inputs that are no input (captions beside videos aside), "
+        "and named inputs of no known kind: counted, by ending, the first named",
+    )
     seconds: float
     clips_per_s: float
     first_result_s: float | None = Field(
@@ -183,6 +189,7 @@ def summarise(
         clips=clips,
         errors=sum(m.errors for m in new_markers),
         errors_by_reason=dict(sorted(reasons.items())),
+        inputs_not_taken=plan.not_taken,
         seconds=seconds,
         clips_per_s=clips / seconds if seconds > 0 else 0.0,
         first_result_s=execution.first_result_s,

@@ -253,6 +253,7 @@ def encode_response(
         "target_size": list(clips[0].target_size),
         "bucket": clips[0].bucket,
         "keys": list(keys),
+        **({"decode": notes} if (notes := clips[0].decode_notes()) else {}),  # the video broke early
     }
     headers = {**tensor_headers("Latent", latent), "X-Model-Id": str(metadata["model_id"])}
     if options.format == "json":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from free_ports import free_port
-from media_samples import cut_real, synthetic
+from media_samples import CorpusVideo, corpus_videos, cut_real, synthetic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Official-implementation outputs, committed with the tests (tests/reference/README.md says how
@@ -66,6 +66,13 @@ def media(sample_videos: dict[str, Path]) -> dict[str, bytes]:
         "zero_bytes": b"",
         "text": b"this is a text file, not a video\n",
     }
+
+
+@pytest.fixture(scope="session")
+def media_corpus(sample_videos: dict[str, Path]) -> dict[str, CorpusVideo]:
+    """One tiny file per kind of video a real bucket holds (AV1, HEVC 10-bit, VP9, MPEG-TS, FLV,
+    3GP, a phone's rotated and variable-rate footage, truncated uploads): media_samples.corpus_videos."""
+    return corpus_videos(sample_videos["bikes"])
 
 
 @pytest.fixture(scope="session")

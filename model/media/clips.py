@@ -11,28 +11,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..config import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION
 from ..errors import VideoDecodeError
-from .decoders import DecoderName, open_frames, resolve_decoder
-from .frames import RGB_CHANNELS, ResizeMode, covering_size, crop_center
+from .frames import ResizeMode, covering_size
 from .probe import VideoInfo, VideoSource, probe_video
+from .reading import read_frames
+from .routing import DecoderName
+from .timing import frames_at_rate, last_start_at_rate, read_stream_times
 
 __all__ = [
-    "DECODE_CHUNK_BYTES",
     "REASON_TOO_SHORT",
+    "REASON_TRUNCATED",
     "Bucket",
     "Clip",
     "ClipSettings",
     "choose_bucket",
-    "frames_per_chunk",
     "plan_clip_starts",
+    "plan_timed_clips",
     "resize_size",
     "sample_clips",
     "too_short",
 ]
 
 REASON_TOO_SHORT = "too_short"  # fewer frames than one clip spans
-# Frames are decoded (scaled) this many bytes at a time and cropped before the next ones: a clip's
-# frames at the decoder's size never exist all at once, whatever the target's aspect ratio.
-DECODE_CHUNK_BYTES = 16 * 2**20
+REASON_TRUNCATED = "truncated"  # enough frames stated, too few of them decode for one clip
 
 
 def too_short(frames: int, needed: int) -> VideoDecodeError:
@@ -84,7 +84,10 @@ class ClipSettings(BaseModel):
     num_frames: int = Field(default=17, ge=1, description="frames per clip, 1 + 4k")
     frame_stride: int = Field(default=1, ge=1, description="take every n-th source frame")
     target_fps: float | None = Field(
-        default=None, gt=0, description="if set, the stride is round(source fps / target fps)"
+        default=None,
+        gt=0,
+        description="if set, clip frame k is the source frame shown nearest k / target_fps after "
+        "the clip's first (by the frames' timestamps), and frame_stride is not used",
     )
     start_frame: int = Field(default=0, ge=0, description="first source frame considered")
     clip_mode: Literal["first", "uniform", "all"] = "first"
@@ -100,7 +103,8 @@ class ClipSettings(BaseModel):
         default="crop", description="crop: short side to size then centre crop; stretch: exact"
     )
     decoder: DecoderName = Field(
-        default="auto", description="video decoder: auto (fastest installed), decord, torchcodec or pyav"
+        default="auto",
+        description="video decoder: auto (fastest installed), decord, torchcodec or pyav",
     )
 
     @field_validator("buckets", mode="before")
@@ -115,12 +119,6 @@ class ClipSettings(BaseModel):
         _check_geometry(self.num_frames, self.height, self.width)
         return self
 
-    def stride_for(self, source_fps: float) -> int:
-        """Source frames between consecutive clip frames."""
-        if self.target_fps is None or not math.isfinite(source_fps) or source_fps <= 0:
-            return self.frame_stride
-        return max(1, round(source_fps / self.target_fps))
-
 
 @dataclass(frozen=True)
 class Clip:
@@ -128,21 +126,31 @@ class Clip:
 
     frames: np.ndarray  # (T, H, W, 3) uint8
     frame_indices: list[int]
-    fps: float  # of the clip, after striding
-    source_size: tuple[int, int]  # (height, width) of the video
+    fps: float  # of the clip: target_fps, or the source's over the stride
+    source_size: tuple[int, int]  # (height, width) the video is shown at
     target_size: tuple[int, int]  # (height, width) of the clip
     bucket: str | None  # "TxHxW" when buckets are used
     clip_index: int = 0
     decoder: str = ""  # the backend that decoded it
+    frames_readable: int | None = (
+        None  # where the video broke: frames 0..n-1 decode (None: it did not)
+    )
+    frames_stated: int = 0  # frames the container states
+
+    def decode_notes(self) -> dict[str, int]:
+        """What a row says about a video that broke before its end ({} for one that did not)."""
+        if self.frames_readable is None:
+            return {}
+        return {"frames_readable": self.frames_readable, "frames_stated": self.frames_stated}
 
 
 def choose_bucket(
-    buckets: list[Bucket], source_hw: tuple[int, int], frames_available: int, stride: int
+    buckets: list[Bucket], source_hw: tuple[int, int], frames_available: int, stride: float
 ) -> Bucket:
     """The bucket nearest in aspect ratio; among equals the longest that fits, then the largest."""
     aspect = math.log(source_hw[1] / source_hw[0])
 
-    def rank(bucket: Bucket) -> tuple[float, int, int, int]:
+    def rank(bucket: Bucket) -> tuple[float, int, float, int]:
         distance = round(abs(math.log(bucket.width / bucket.height) - aspect), 9)
         fits = (bucket.num_frames - 1) * stride + 1 <= frames_available
         return (
@@ -167,6 +175,10 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     if settings.clip_mode == "all":
         starts = list(range(first, last_start + 1, span))
         return starts[: settings.num_clips] if settings.num_clips else starts
+    return _uniform_starts(settings, first, last_start)
+
+
+def _uniform_starts(settings: ClipSettings, first: int, last_start: int) -> list[int]:
     count = settings.num_clips or 1
     if count == 1:
         return [first]
@@ -174,48 +186,114 @@ def plan_clip_starts(settings: ClipSettings, num_frames: int, total: int, stride
     return sorted(set(starts))  # a short video yields fewer distinct clips, not duplicates
 
 
-def resize_size(source_hw: tuple[int, int], height: int, width: int, mode: ResizeMode) -> tuple[int, int]:
+def plan_timed_clips(
+    settings: ClipSettings, num_frames: int, seconds: np.ndarray, rate: float
+) -> list[list[int]]:
+    """The source frames of each clip at `rate` frames per second: frame k of a clip is the one
+    shown nearest k / rate after the clip's first; clips follow one another as the stride
+    rule's do. `seconds`: each source frame's time, ascending. Raises VideoDecodeError(too_short)."""
+    if not math.isfinite((num_frames - 1) / rate):  # a rate such as 1e-308: no instant is a number
+        raise OverflowError(f"a clip of {num_frames} frames at {rate:g} fps spans no finite time")
+    first = settings.start_frame
+    last_start = last_start_at_rate(seconds, num_frames, rate)
+    if last_start < first:
+        available = float(seconds[-1] - seconds[first]) if first < len(seconds) else 0.0
+        raise VideoDecodeError(
+            REASON_TOO_SHORT,
+            f"{available:.3f} s of frames from frame {first}; a clip of {num_frames} frames at "
+            f"{rate:g} fps spans {(num_frames - 1) / rate:.3f} s",
+        )
+    if settings.clip_mode == "all":
+        spans: list[list[int]] = []
+        start = first
+        while start <= last_start and len(spans) < (settings.num_clips or len(seconds)):
+            span = frames_at_rate(seconds, start, num_frames, rate)
+            assert span is not None  # start <= last_start: it fits
+            spans.append(span)
+            start = span[-1] + 1
+        return spans
+    starts = (
+        [first] if settings.clip_mode == "first" else _uniform_starts(settings, first, last_start)
+    )
+    return [span for start in starts if (span := frames_at_rate(seconds, start, num_frames, rate))]
+
+
+def resize_size(
+    source_hw: tuple[int, int], height: int, width: int, mode: ResizeMode
+) -> tuple[int, int]:
     """(height, width) the decoder scales frames to: covering the target (crop), or the target (stretch)."""
     return (height, width) if mode == "stretch" else covering_size(source_hw, (height, width))
 
 
-def frames_per_chunk(scaled_hw: tuple[int, int]) -> int:
-    """Frames decoded at once: DECODE_CHUNK_BYTES of frames at the decoder's size, at least one."""
-    return max(1, DECODE_CHUNK_BYTES // (RGB_CHANNELS * scaled_hw[0] * scaled_hw[1]))
+def _frame_seconds(video: VideoSource, info: VideoInfo) -> np.ndarray | None:
+    """(N,) each frame's time after the first: from the packets' timestamps (one pass over them,
+    no decoding), else frame / fps where they do not number the frames; None without either."""
+    times = read_stream_times(video)
+    if times.numbered and len(times.pts):
+        return times.seconds
+    if math.isfinite(info.fps) and info.fps > 0:
+        return np.arange(info.frame_count, dtype=np.float64) / info.fps
+    return None
 
 
-def sample_clips(video: VideoSource, settings: ClipSettings, info: VideoInfo | None = None) -> list[Clip]:
+def _clip_spans(
+    video: VideoSource, settings: ClipSettings, info: VideoInfo
+) -> tuple[list[list[int]], float, Bucket | None]:
+    """The source frames of each clip, the clips' frame rate and their bucket."""
+    rate = settings.target_fps
+    seconds = _frame_seconds(video, info) if rate is not None else None
+    total = info.frame_count if seconds is None else len(seconds)
+    if seconds is not None and rate is not None:
+        duration = float(seconds[-1])  # a Python float: a rate such as 5e-324 gives inf, no warning
+        mean_fps = (total - 1) / duration if total > 1 and duration > 0 else info.fps
+        stride = mean_fps / rate if math.isfinite(mean_fps) else 1.0
+    else:
+        stride = settings.frame_stride
+    if settings.buckets:
+        bucket: Bucket | None = choose_bucket(settings.buckets, info.frame_size, total, stride)
+        num_frames = bucket.num_frames
+    else:
+        bucket, num_frames = None, settings.num_frames
+    if seconds is not None and rate is not None:
+        return plan_timed_clips(settings, num_frames, seconds, rate), rate, bucket
+    step = settings.frame_stride
+    starts = plan_clip_starts(settings, num_frames, total, step)
+    spans = [list(range(start, start + (num_frames - 1) * step + 1, step)) for start in starts]
+    return spans, info.fps / step, bucket
+
+
+def sample_clips(
+    video: VideoSource, settings: ClipSettings, info: VideoInfo | None = None
+) -> list[Clip]:
     """Decode `video` (container bytes or a local path) and cut the clips `settings` asks for, in order.
     `info`: the video's `probe_video`, where the caller read it already.
 
     The frames every clip of the video needs are decoded once, scaled inside the decoder to the
-    size that covers the clip (or to the clip's size, for `stretch`), DECODE_CHUNK_BYTES at a
-    time, and centre-cropped.
+    size that covers the clip (or to the clip's size, for `stretch`), as the video is shown
+    (its display matrix applied), and centre-cropped (`model.media.reading`). A video that
+    breaks before its end gives the clips whose frames all decode, marked (`Clip.frames_readable`);
+    if none, VideoDecodeError(truncated) says how many frames decode.
     """
     info = probe_video(video) if info is None else info
     if info.frame_count == 0:
         raise too_short(0, settings.num_frames)
-    stride = settings.stride_for(info.fps)
-    if settings.buckets:
-        bucket: Bucket | None = choose_bucket(settings.buckets, info.frame_size, info.frame_count, stride)
-        num_frames, height, width = bucket.num_frames, bucket.height, bucket.width
-    else:
-        bucket = None
-        num_frames, height, width = settings.num_frames, settings.height, settings.width
-    starts = plan_clip_starts(settings, num_frames, info.frame_count, stride)
-    spans = [list(range(start, start + (num_frames - 1) * stride + 1, stride)) for start in starts]
+    spans, fps, bucket = _clip_spans(video, settings, info)
+    height, width = (bucket.height, bucket.width) if bucket else (settings.height, settings.width)
     wanted = sorted({index for span in spans for index in span})
-    decoder = resolve_decoder(settings.decoder)
     scaled = resize_size(info.frame_size, height, width, settings.resize_mode)
-    frames = np.empty((len(wanted), height, width, RGB_CHANNELS), np.uint8)  # every frame a clip needs
-    step = frames_per_chunk(scaled)
-    with open_frames(video, scaled, decoder) as reader:  # one pass through the video for all chunks
-        for first in range(0, len(wanted), step):
-            chunk = wanted[first : first + step]
-            decoded = reader.read(chunk)  # (n, h', w', 3) uint8
-            if decoded.shape[0] != len(chunk):
-                raise too_short(first + decoded.shape[0], len(wanted))
-            frames[first : first + len(chunk)] = crop_center(decoded, height, width)
+    decoded = read_frames(video, info, wanted, scaled, (height, width), settings.decoder)
+    frames, readable = decoded.frames, None
+    if len(frames) < len(wanted):  # broke at frame wanted[len(frames)]: keep the clips before it
+        readable = wanted[len(frames)]
+        kept = [span for span in spans if span[-1] < readable]
+        if not kept:
+            raise VideoDecodeError(
+                REASON_TRUNCATED,
+                f"{readable} of the {info.frame_count} frames the video states decode (0..{readable - 1}); "
+                f"its first clip needs frames {spans[0][0]}..{spans[0][-1]}: "
+                + "; ".join(decoded.failures),
+            )
+        spans = kept
     row = {index: k for k, index in enumerate(wanted)}
 
     def frames_of(span: list[int]) -> np.ndarray:  # (T, H, W, 3): no gathering copy for one clip
@@ -225,12 +303,14 @@ def sample_clips(video: VideoSource, settings: ClipSettings, info: VideoInfo | N
         Clip(
             frames=frames_of(span),
             frame_indices=span,
-            fps=info.fps / stride,
+            fps=fps,
             source_size=info.frame_size,
             target_size=(height, width),
             bucket=bucket.name if bucket else None,
             clip_index=clip_index,
-            decoder=decoder,
+            decoder=decoded.decoder,
+            frames_readable=readable,
+            frames_stated=info.frame_count,
         )
         for clip_index, span in enumerate(spans)
     ]

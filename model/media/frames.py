@@ -16,6 +16,7 @@ __all__ = [
     "RGB_CHANNELS",
     "UINT8_MAX",
     "ResizeMode",
+    "center_window",
     "covering_size",
     "crop_center",
     "resize_frames",
@@ -35,16 +36,21 @@ def covering_size(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> tup
     return max(height, round(h * scale)), max(width, round(w * scale))
 
 
-def crop_center(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The centre (T, height, width, 3) of (T, h, w, 3) frames at least that large."""
+def center_window(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A view of the centre (T, height, width, 3) of (T, h, w, 3) frames at least that large."""
     _, h, w, _ = frames.shape
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(frames)
     top, left = (h - height) // 2, (w - width) // 2
-    return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
+    return frames[:, top : top + height, left : left + width]
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int, mode: ResizeMode = "crop") -> np.ndarray:
+def crop_center(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The centre (T, height, width, 3) of (T, h, w, 3) frames at least that large, contiguous."""
+    return np.ascontiguousarray(center_window(frames, height, width))
+
+
+def resize_frames(
+    frames: np.ndarray, height: int, width: int, mode: ResizeMode = "crop"
+) -> np.ndarray:
     """(T, h, w, 3) uint8 -> (T, height, width, 3) uint8, antialiased bilinear.
 
     The frames stay uint8 throughout: torch's uint8 kernel for channels-last images resized a
@@ -56,7 +62,9 @@ def resize_frames(frames: np.ndarray, height: int, width: int, mode: ResizeMode 
     if (h, w) == (height, width):
         return frames
     size = (height, width) if mode == "stretch" else covering_size((h, w), (height, width))
-    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, 3, h, w), channels-last
+    images = torch.from_numpy(np.ascontiguousarray(frames)).permute(
+        0, 3, 1, 2
+    )  # (T, 3, h, w), channels-last
     scaled = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
     cropped = scaled[:, :, top : top + height, left : left + width]  # (T, 3, height, width)
@@ -65,7 +73,9 @@ def resize_frames(frames: np.ndarray, height: int, width: int, mode: ResizeMode 
 
 def to_model_input(frames: np.ndarray | Tensor) -> Tensor:
     """(T, H, W, 3) uint8 frames -> the model's input: (1, 3, T, H, W) float32 in [-1, 1]."""
-    pictures = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    pictures = (
+        torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    )
     _check_frames(pictures)
     video = pictures.permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, T, H, W)
     return video.float().div_(UINT8_MAX / 2).sub_(1.0).contiguous()
@@ -80,4 +90,6 @@ def to_uint8_frames(video: Tensor) -> Tensor:
 def _check_frames(frames: np.ndarray | Tensor) -> None:
     dtype_ok = frames.dtype in (np.uint8, torch.uint8)
     if not dtype_ok or frames.ndim != 4 or frames.shape[-1] != RGB_CHANNELS:
-        raise InputShapeError(f"expected (T, H, W, 3) uint8 frames, got {tuple(frames.shape)} {frames.dtype}")
+        raise InputShapeError(
+            f"expected (T, H, W, 3) uint8 frames, got {tuple(frames.shape)} {frames.dtype}"
+        )

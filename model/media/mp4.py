@@ -10,7 +10,9 @@ import numpy as np
 __all__ = ["MP4_CODEC", "MP4_PIXEL_FORMAT", "encode_mp4"]
 
 MP4_CODEC = "libx264"
-MP4_PIXEL_FORMAT = "yuv420p"  # what every player decodes; needs even sizes (ours are multiples of 8)
+MP4_PIXEL_FORMAT = (
+    "yuv420p"  # what every player decodes; needs even sizes (ours are multiples of 8)
+)
 # Frame rates as exact fractions: NTSC's 30000/1001 stays itself instead of becoming 30.
 FPS_DENOMINATOR_LIMIT = 1001
 
@@ -21,7 +23,9 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
 
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(MP4_CODEC, rate=Fraction(fps).limit_denominator(FPS_DENOMINATOR_LIMIT))
+        stream = container.add_stream(
+            MP4_CODEC, rate=Fraction(fps).limit_denominator(FPS_DENOMINATOR_LIMIT)
+        )
         stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
         stream.pix_fmt = MP4_PIXEL_FORMAT
         stream.options = {"crf": str(crf)}

@@ -31,8 +31,8 @@ from model.media import (
     sample_clips,
     to_model_input,
 )
-from model.media import clips as clips_module
 from model.media import decoders as decoders_module
+from model.media import reading as reading_module
 
 TINY = {"num_frames": 9, "height": 64, "width": 64}
 
@@ -142,7 +142,7 @@ def test_decoding_in_chunks_gives_the_same_clips(
         pytest.skip(f"{decoder} is not installed here")
     settings = ClipSettings(**TINY, clip_mode="all", frame_stride=1, decoder=decoder)
     whole = sample_clips(media["carphone"], settings)
-    monkeypatch.setattr(clips_module, "DECODE_CHUNK_BYTES", 1)  # one frame per decoder call
+    monkeypatch.setattr(reading_module, "DECODE_CHUNK_BYTES", 1)  # one frame per decoder call
     chunked = sample_clips(media["carphone"], settings)
     assert len(whole) == len(chunked) == 2
     for a, b in zip(whole, chunked, strict=True):
